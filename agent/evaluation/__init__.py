@@ -1,0 +1,1 @@
+"""Evaluation protocols (EVALUATION.md) run through the same code as the live agent."""

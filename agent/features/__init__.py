@@ -1,0 +1,1 @@
+"""Feature extraction: pure functions from Event windows to numbers."""

@@ -1,0 +1,1 @@
+"""Per-user models: numpy scoring for the resident agent, pyod detectors for training."""

@@ -1,0 +1,60 @@
+"""The per-user keystroke detector in pyod's framework (imports pyod: training path only).
+
+:class:`RankShift` is a pyod ``BaseDetector``: hyper-parameters in ``__init__``, learned state
+in attributes ending in ``_``, ``fit`` returns self, scoring never mutates, so it combines with
+pyod's thresholds and ensembles. Its ``decision_scores_`` are leave-one-window-out scores of the
+enrolment windows, an honest picture of how the user's own fresh typing scores; pyod's
+``contamination`` turns them into ``threshold_``. The resident agent scores with the same
+numpy function (:func:`agent.model.rankshift.rank_scores`) and never imports pyod.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pyod.models.base import BaseDetector
+
+from agent.features.keystroke import N_FEATURES
+from agent.model import prior
+from agent.model.rankshift import rank_scores, rank_table
+
+
+class RankShift(BaseDetector):
+    """Mann-Whitney rank shift of a window's timings against the user's, per cell."""
+
+    def __init__(self, contamination: float = 0.05, min_support: int = 3,
+                 count_power: float = 0.25, z_cap: float = 8.0,
+                 cell_weights: np.ndarray | None = None) -> None:
+        super().__init__(contamination=contamination)
+        self.min_support = min_support
+        self.count_power = count_power
+        self.z_cap = z_cap
+        self.cell_weights = cell_weights
+
+    def fit(self, X, y=None):
+        X = self._check(X)
+        self.counts_ = X.sum(axis=0)
+        self.n_windows_ = len(X)
+        self.weights_ = (prior.cell_weights() if self.cell_weights is None
+                         else np.asarray(self.cell_weights, dtype=float))
+        self.positions_, self.support_ = rank_table(self.counts_)
+        self.decision_scores_ = np.array([
+            self._score(*rank_table(self.counts_ - row), row[None, :])[0] for row in X
+        ]) if len(X) > 1 else np.zeros(len(X))
+        self._process_decision_scores()
+        return self
+
+    def decision_function(self, X):
+        return self._score(self.positions_, self.support_, self._check(X))
+
+    def _score(self, positions, support, X):
+        return rank_scores(positions, support, self.weights_, X, min_support=self.min_support,
+                           count_power=self.count_power, z_cap=self.z_cap)
+
+    @staticmethod
+    def _check(X) -> np.ndarray:
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2 or X.shape[1] != N_FEATURES:
+            raise ValueError(f"expected windows of {N_FEATURES} histogram counts, got {X.shape}")
+        if len(X) == 0 or np.any(X < 0) or not np.all(np.isfinite(X)):
+            raise ValueError("windows must be a non-empty set of finite, non-negative counts")
+        return X

@@ -1,0 +1,53 @@
+"""The population prior shipped with the agent: one weight per feature cell, no person's data.
+
+``prior.json`` holds, for each cell, how well it tells people apart on public data: the spread
+of per-person medians across people divided by the typical spread within a person (both of
+log-milliseconds). It is made by ``scripts/make_prior.py`` from the Aalto dev set; cells too
+rare to measure get the median weight.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+from agent.features.keystroke import N_CELLS
+
+PRIOR_VERSION = 1
+
+
+@lru_cache(maxsize=1)
+def cell_weights() -> np.ndarray:
+    data = json.loads(resources.files("agent.model").joinpath("prior.json").read_text())
+    weights = np.asarray(data["cell_weights"], dtype=float)
+    if data.get("version") != PRIOR_VERSION or weights.shape != (N_CELLS,):
+        raise ValueError("agent/model/prior.json does not match this version; "
+                         "rebuild it with scripts/make_prior.py")
+    weights.flags.writeable = False
+    return weights
+
+
+def discriminability(per_person: list[tuple[np.ndarray, np.ndarray]], min_samples: int = 5,
+                     min_people: int = 20) -> np.ndarray:
+    """Cell weights from each person's (cells, log-ms values): between-person spread of
+    medians over median within-person spread (1.4826 MAD)."""
+    medians = np.full((len(per_person), N_CELLS), np.nan)
+    spreads = np.full((len(per_person), N_CELLS), np.nan)
+    for i, (cells, values) in enumerate(per_person):
+        for cell in np.unique(cells):
+            v = values[cells == cell]
+            if len(v) >= min_samples:
+                med = np.median(v)
+                medians[i, cell] = med
+                spreads[i, cell] = 1.4826 * np.median(np.abs(v - med))
+    enough = np.sum(~np.isnan(medians), axis=0) >= min_people
+    weights = np.full(N_CELLS, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = np.nanstd(medians[:, enough], axis=0)
+        within = np.nanmedian(spreads[:, enough], axis=0)
+        weights[enough] = between / within
+    weights[~np.isfinite(weights)] = np.nan
+    return np.where(np.isnan(weights), np.nanmedian(weights), weights)

@@ -1,0 +1,128 @@
+"""What is learned about a user, and its versioned, numbers-only serialisation.
+
+A profile is JSON with a format tag and version; every value in it is a number or a list of
+numbers (counts of timings per class cell and log-time bin, calibration scores). It holds no
+key identity and no text, and nothing executable: loading it never unpickles anything. The live
+agent stores it encrypted (``agent.store``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.features.keystroke import N_BINS, N_CELLS, N_FEATURES
+from agent.model.rankshift import rank_scores, rank_table
+
+FORMAT = "cadence-profile"
+VERSION = 1
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be used; the message says what is wrong and what to do."""
+
+
+@dataclass
+class KeystrokeModel:
+    """A user's keystroke model: enrolment timing counts plus its calibration.
+
+    ``calibration`` holds the leave-one-window-out scores of the enrolment windows (sorted);
+    ``threshold`` the score above which a window is an outlier for this user.
+    """
+
+    counts: np.ndarray
+    windows: int
+    threshold: float
+    calibration: np.ndarray
+    min_support: int = 3
+    count_power: float = 0.25
+    z_cap: float = 8.0
+    _table: tuple | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_detector(cls, detector) -> "KeystrokeModel":
+        """Capture a fitted :class:`agent.model.detector.RankShift`."""
+        return cls(counts=np.array(detector.counts_, dtype=float),
+                   windows=int(detector.n_windows_),
+                   threshold=float(detector.threshold_),
+                   calibration=np.sort(np.asarray(detector.decision_scores_, dtype=float)),
+                   min_support=detector.min_support, count_power=detector.count_power,
+                   z_cap=detector.z_cap)
+
+    def score(self, X: np.ndarray, cell_weights: np.ndarray) -> np.ndarray:
+        """Scores of windows (numpy only; equal to the pyod detector's)."""
+        if self._table is None:
+            self._table = rank_table(self.counts)
+        return rank_scores(*self._table, cell_weights, X, min_support=self.min_support,
+                           count_power=self.count_power, z_cap=self.z_cap)
+
+    def to_dict(self) -> dict:
+        nonzero = np.flatnonzero(self.counts)
+        return {
+            "windows": self.windows,
+            "threshold": self.threshold,
+            "calibration": [float(x) for x in self.calibration],
+            "params": {"min_support": self.min_support, "count_power": self.count_power,
+                       "z_cap": self.z_cap},
+            "shape": [N_CELLS, N_BINS],
+            "counts": [[int(i), float(self.counts[i])] for i in nonzero],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "KeystrokeModel":
+        if data.get("shape") != [N_CELLS, N_BINS]:
+            raise ProfileError("the keystroke model was made by an incompatible version; "
+                               "re-enrol (cadence enroll --restart)")
+        counts = np.zeros(N_FEATURES)
+        for pair in data["counts"]:
+            index, value = pair
+            if not (isinstance(index, int) and 0 <= index < N_FEATURES) or not _number(value) \
+                    or value < 0:
+                raise ProfileError("the keystroke model holds an invalid count; re-enrol")
+            counts[index] = value
+        params = data["params"]
+        values = [data["threshold"], *data["calibration"], *params.values()]
+        if not all(_number(v) for v in values) or not isinstance(data["windows"], int):
+            raise ProfileError("the keystroke model holds a value that is not a number; re-enrol")
+        return cls(counts=counts, windows=data["windows"], threshold=float(data["threshold"]),
+                   calibration=np.array(data["calibration"], dtype=float),
+                   min_support=int(params["min_support"]),
+                   count_power=float(params["count_power"]), z_cap=float(params["z_cap"]))
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class Profile:
+    """Everything learned about one user."""
+
+    keystroke: KeystrokeModel
+
+    def to_json(self) -> bytes:
+        return json.dumps({"format": FORMAT, "version": VERSION,
+                           "keystroke": self.keystroke.to_dict()}).encode()
+
+    @classmethod
+    def from_json(cls, blob: bytes) -> "Profile":
+        try:
+            data = json.loads(blob)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ProfileError(f"the profile is not valid JSON ({exc.__class__.__name__}); "
+                               "re-enrol (cadence enroll --restart)") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ProfileError("not a Cadence profile; re-enrol (cadence enroll --restart)")
+        if data.get("version") != VERSION:
+            raise ProfileError(f"profile version {data.get('version')!r} is not supported by "
+                               f"this agent (expects {VERSION}); re-enrol")
+        try:
+            return cls(keystroke=KeystrokeModel.from_dict(data["keystroke"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ProfileError):
+                raise
+            raise ProfileError("the profile is incomplete or malformed; re-enrol "
+                               "(cadence enroll --restart)") from None

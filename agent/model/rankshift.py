@@ -1,0 +1,45 @@
+"""Rank-shift scoring: how far a window's timings sit from a user's, cell by cell (numpy only).
+
+For each cell (a hold of one key class, or a press-to-press flight between two classes) the
+user's enrolment timings form a distribution. Each timing of a test window gets its mid-rank
+position ``p`` in that distribution (0..1). For the genuine user ``p`` is uniform, so the mean
+of ``n`` positions has mean 1/2 and variance 1/(12 n); the cell's evidence is
+``z = |mean(p) - 1/2| * sqrt(12 n)`` (a Mann-Whitney statistic), capped at ``z_cap``. The
+window's score is the mean of the cells' ``z``, weighted by ``n ** count_power`` times the cell's
+population discriminability (``cell_weights``). Higher is further from the user.
+
+Distributions are histograms over fixed log-time bins (see :mod:`agent.features.keystroke`),
+so the model is a table of counts and scoring is two array products.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.features.keystroke import N_BINS, N_CELLS
+
+
+def rank_table(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, support) from enrolment counts shaped (N_CELLS, N_BINS): the mid-rank
+    position of a timing in each bin minus 1/2, and the number of enrolment timings per cell."""
+    counts = np.asarray(counts, dtype=float).reshape(N_CELLS, N_BINS)
+    support = counts.sum(axis=1)
+    below = np.cumsum(counts, axis=1) - counts
+    positions = (below + counts / 2 + 0.5) / (support[:, None] + 1) - 0.5
+    return positions, support
+
+
+def rank_scores(positions: np.ndarray, support: np.ndarray, cell_weights: np.ndarray,
+                X: np.ndarray, *, min_support: int = 3, count_power: float = 0.25,
+                z_cap: float = 8.0) -> np.ndarray:
+    """Scores of the windows ``X`` (rows of histogram vectors); 0 where no cell can be compared."""
+    X = np.asarray(X, dtype=float).reshape(-1, N_CELLS, N_BINS)
+    usable = support >= min_support
+    n = X.sum(axis=2) * usable
+    shift = np.einsum("mcb,cb->mc", X, positions)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.minimum(np.abs(shift) / n * np.sqrt(12 * n), z_cap)
+        weight = n ** count_power * cell_weights
+        z = np.where(n > 0, z, 0.0)
+        total = weight.sum(axis=1)
+        return np.where(total > 0, (z * weight).sum(axis=1) / total, 0.0)

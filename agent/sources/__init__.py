@@ -1,0 +1,1 @@
+"""Sources turn raw input (live hooks, recordings, public datasets) into Event streams."""

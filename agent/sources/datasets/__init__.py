@@ -1,0 +1,1 @@
+"""Loaders for public behavioural-biometrics datasets in their original formats."""

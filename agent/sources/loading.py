@@ -1,0 +1,73 @@
+"""What every loader shares: a user's sessions, and an account of what was skipped."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.events import Event
+
+log = logging.getLogger(__name__)
+
+
+class SourceError(Exception):
+    """A file or folder that cannot be read at all; the message names it and what to do."""
+
+
+@dataclass
+class UserSessions:
+    """One person's sessions, each an Event stream in time order, sessions in time order."""
+
+    user: str
+    sessions: list[list[Event]]
+
+
+@dataclass
+class LoadReport:
+    """What a loader read and what it skipped, by reason (no content, only counts)."""
+
+    files: int = 0
+    rows: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    adjusted: Counter = field(default_factory=Counter)
+    failed_files: list[str] = field(default_factory=list)
+
+    def skip(self, where: str, line: int, reason: str) -> None:
+        self.skipped[reason] += 1
+        log.warning("%s:%d: skipped row: %s", where, line, reason)
+
+    def fail(self, where: str, reason: str) -> None:
+        self.failed_files.append(where)
+        log.error("%s: cannot read: %s", where, reason)
+
+    @property
+    def skipped_rows(self) -> int:
+        return sum(self.skipped.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "files": self.files,
+            "rows": self.rows,
+            "skipped_rows": self.skipped_rows,
+            "skipped_by_reason": dict(self.skipped),
+            "adjusted": dict(self.adjusted),
+            "failed_files": len(self.failed_files),
+        }
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise SourceError(f"{path}: no such folder; point the command at {what}")
+    if not path.is_dir():
+        raise SourceError(f"{path}: not a folder; point the command at {what}")
+    return path
+
+
+def sample(items: list, n: int | None, seed: int) -> list:
+    """``n`` items drawn with ``seed`` (all of them, in order, when ``n`` is None or too big)."""
+    if n is None or n >= len(items):
+        return list(items)
+    return sorted(random.Random(seed).sample(items, n))

@@ -1,0 +1,120 @@
+"""The recording format (EVALUATION.md): ``DIR/<user>/<session>.csv``, sessions by name.
+
+UTF-8 CSV with header ``t_ms,kind,key,x,y,button``. ``kind``: down/up (keyboard) or
+move/press/release/scroll (mouse). ``key`` is a key as pynput names it (``a``, ``Key.space``,
+``<65>``) or a KeyClass name; it passes the same keymap and pairing as live input and is
+forgotten there. A malformed row is skipped, counted and logged with its file and line (never
+its content); a file that cannot be read at all is an error naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from agent.events import Button, Event, Kind
+from agent.keymap import KeyTracker
+from agent.sources.loading import LoadReport, SourceError, UserSessions, require_dir, sample
+
+HEADER = ["t_ms", "kind", "key", "x", "y", "button"]
+_KINDS = {k.name.lower(): k for k in Kind}
+_BUTTONS = {"": Button.NONE, "left": Button.LEFT, "right": Button.RIGHT, "middle": Button.MIDDLE}
+
+
+def read_session(path: Path, report: LoadReport) -> list[Event] | None:
+    """One recorded session as events in time order; None if the file cannot be read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        report.fail(str(path), "not UTF-8 text; is this a recording CSV?")
+        return None
+    except OSError as exc:
+        report.fail(str(path), f"{exc.strerror}; check the file and its permissions")
+        return None
+    report.files += 1
+    rows = csv.reader(io.StringIO(text))
+    header = next(rows, None)
+    if header is None:
+        report.fail(str(path), "empty file; a recording starts with the header "
+                    + ",".join(HEADER))
+        return None
+    if [h.strip() for h in header] != HEADER:
+        report.fail(str(path), "first line is not the recording header " + ",".join(HEADER))
+        return None
+    tracker = KeyTracker()
+    events: list[Event] = []
+    for row in rows:
+        line = rows.line_num
+        report.rows += 1
+        try:
+            event = _parse(row, tracker)
+        except ValueError as exc:
+            report.skip(str(path), line, str(exc))
+            continue
+        if event is not None:
+            events.append(event)
+    events.sort(key=lambda e: e.t_ns)
+    return events
+
+
+def _parse(row: list[str], tracker: KeyTracker) -> Event | None:
+    if len(row) != len(HEADER):
+        raise ValueError(f"{len(row)} fields, expected {len(HEADER)}")
+    t_text, kind_text, key, x_text, y_text, button_text = row
+    try:
+        t_ns = round(float(t_text) * 1e6)
+    except ValueError:
+        raise ValueError("t_ms is not a number") from None
+    if t_ns < 0 or t_ns != t_ns:
+        raise ValueError("t_ms is negative or not a number")
+    kind = _KINDS.get(kind_text.strip().lower())
+    if kind is None:
+        raise ValueError("kind is not one of " + "/".join(_KINDS))
+    if kind == Kind.DOWN:
+        cls, press_id, repeat = tracker.press(key)
+        return Event(t_ns, kind, cls, press_id, repeat=repeat)
+    if kind == Kind.UP:
+        paired = tracker.release(key)
+        if paired is None:
+            return None  # a release whose press was not recorded: nothing to time
+        cls, press_id = paired
+        return Event(t_ns, kind, cls, press_id)
+    try:
+        x, y = float(x_text), float(y_text)
+    except ValueError:
+        raise ValueError("x or y is not a number") from None
+    button = _BUTTONS.get(button_text.strip().lower())
+    if button is None:
+        raise ValueError("button is not left, right, middle or empty")
+    return Event(t_ns, kind, x=x, y=y, button=button)
+
+
+def load(root: Path, users: int | None = None, seed: int = 0,
+         report: LoadReport | None = None) -> tuple[list[UserSessions], LoadReport]:
+    """Every user folder under ``root`` (a seeded sample of ``users``), sessions by name."""
+    root = require_dir(Path(root), "a recordings folder (DIR/<user>/<session>.csv)")
+    report = report if report is not None else LoadReport()
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    if not folders:
+        raise SourceError(f"{root}: no user folders; recordings are DIR/<user>/<session>.csv")
+    out = []
+    for folder in sample(folders, users, seed):
+        sessions = [read_session(p, report) for p in sorted(folder.glob("*.csv"))]
+        sessions = [s for s in sessions if s]
+        if sessions:
+            out.append(UserSessions(folder.name, sessions))
+    return out, report
+
+
+def write_session(path: Path, events: list[Event]) -> None:
+    """Write events as a recording, keys as their KeyClass names (never a character)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(HEADER)
+        for e in events:
+            key = e.key.name if e.is_key and e.key is not None else ""
+            button = "" if e.button == Button.NONE else e.button.name.lower()
+            out.writerow([f"{e.t_ns / 1e6:.3f}", e.kind.name.lower(), key,
+                          "" if e.is_key else e.x, "" if e.is_key else e.y, button])
