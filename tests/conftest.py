@@ -1,0 +1,46 @@
+"""Shared fixtures. Datasets come from $CADENCE_DATA (default: ../shared/data beside the repo);
+where an archive is absent the tests that need it skip and say what to download."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PYNPUT_BACKEND", "dummy")
+os.environ.setdefault("PYSTRAY_BACKEND", "dummy")
+os.environ.setdefault("MPLCONFIGDIR", "/tmp/cadence-mpl")
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("CADENCE_DATA", REPO.parent / "shared" / "data"))
+
+DOWNLOADS = {
+    "aalto-136m-dev": "the Aalto 136M Keystrokes data (https://userinterfaces.aalto.fi/136Mkeystrokes)",
+    "balabit-mouse-train": "the Balabit Mouse Dynamics Challenge data "
+                           "(https://github.com/balabit/Mouse-Dynamics-Challenge)",
+}
+
+
+def _unpack(name: str, tmp_path_factory) -> Path:
+    archive = DATA / f"{name}.tar.xz"
+    if not archive.exists():
+        pytest.skip(f"{archive} not found: download {DOWNLOADS[name]} as {archive.name} "
+                    f"into $CADENCE_DATA ({DATA})")
+    target = tmp_path_factory.mktemp(name)
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, filter="data")
+    return target / name
+
+
+@pytest.fixture(scope="session")
+def aalto_dir(tmp_path_factory) -> Path:
+    """The unpacked Aalto dev set (its folder holds keystrokes/)."""
+    return _unpack("aalto-136m-dev", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def balabit_dir(tmp_path_factory) -> Path:
+    """The unpacked Balabit training set (its folder holds training_files/)."""
+    return _unpack("balabit-mouse-train", tmp_path_factory)

@@ -1,0 +1,159 @@
+"""Keystroke features and the per-user model, on hand-built streams with known answers."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from agent.events import Event, KeyClass, Kind
+from agent.features import keystroke as ks
+from agent.model.detector import RankShift
+from agent.model.profile import KeystrokeModel, Profile, ProfileError
+from agent.model.prior import cell_weights
+
+MS = 1_000_000
+
+
+def typing(classes, press_ms, hold_ms, start_id=0):
+    events = []
+    for i, (cls, t, h) in enumerate(zip(classes, press_ms, hold_ms)):
+        events.append(Event(int(t * MS), Kind.DOWN, KeyClass(cls), start_id + i))
+        events.append(Event(int((t + h) * MS), Kind.UP, KeyClass(cls), start_id + i))
+    return sorted(events, key=lambda e: e.t_ns)
+
+
+def person(rng, hold, gap, n=60, sessions=12):
+    """Synthetic typist: log-normal holds and gaps around a personal tempo."""
+    out = []
+    for _ in range(sessions):
+        classes = rng.choice([0, 1, 3, 8], size=n, p=[0.4, 0.35, 0.2, 0.05])
+        gaps = rng.lognormal(np.log(gap), 0.35, size=n)
+        holds = rng.lognormal(np.log(hold), 0.25, size=n)
+        out.append(typing(classes, np.cumsum(gaps), holds))
+    return out
+
+
+def test_keystrokes_pair_by_press_id_and_ignore_repeats():
+    events = [
+        Event(0, Kind.DOWN, KeyClass.MODIFIER, 0),
+        Event(10 * MS, Kind.DOWN, KeyClass.LEFT_LETTER, 1),
+        Event(40 * MS, Kind.DOWN, KeyClass.LEFT_LETTER, 1, repeat=True),
+        Event(90 * MS, Kind.UP, KeyClass.LEFT_LETTER, 1),
+        Event(100 * MS, Kind.UP, KeyClass.MODIFIER, 0),
+        Event(150 * MS, Kind.DOWN, KeyClass.SPACE, 2),
+    ]
+    table = ks.keystrokes(events)
+    assert table.shape == (3, 3)
+    np.testing.assert_allclose(table[:2], [[0, 100, 6], [10, 80, 0]])
+    assert table[2, 0] == 150 and np.isnan(table[2, 1])
+
+
+def test_samples_cells_and_values_are_known():
+    table = ks.keystrokes(typing([0, 1, 3], [0, 120, 3000], [80, 95, 70]))
+    cells, values = ks.samples(table)
+    got = sorted(zip(cells.tolist(), values.tolist()))
+    expected = sorted([
+        (ks.HOLD0 + 0, 80.0), (ks.HOLD0 + 1, 95.0), (ks.HOLD0 + 3, 70.0),
+        (ks.DD0 + 0 * 10 + 1, 120.0),  # the 2,880 ms flight is a pause: no sample
+    ])
+    assert got == expected
+
+
+def test_holds_are_capped_and_bins_are_log_spaced():
+    table = ks.keystrokes(typing([0], [0], [5000]))
+    assert ks.samples(table)[1].tolist() == [ks.MAX_HOLD_MS]
+    bins = ks.time_bin(np.array([0.5, 1, 10, 100, 1000, 2000, 9999]))
+    assert bins[0] == bins[1] == 0 and bins[-1] == bins[-2] == ks.N_BINS - 1
+    assert np.all(np.diff(bins) >= 0)
+    assert abs((bins[3] - bins[2]) - (bins[4] - bins[3])) <= 1  # equal steps per decade
+
+
+def test_histograms_pool_by_addition():
+    a = typing([0, 1], [0, 100], [80, 90])
+    b = typing([3, 0], [5000, 5150], [60, 70], start_id=10)
+    pooled = ks.window_vector(a) + ks.window_vector(b)
+    assert pooled.shape == (ks.N_FEATURES,)
+    assert pooled.sum() == 4 + 2  # 4 holds, 2 flights
+    assert pooled.sum() == ks.window_vector(a + b).sum()  # the 4,850 ms gap is a pause
+
+
+def test_detector_tells_two_synthetic_typists_apart():
+    rng = np.random.default_rng(1)
+    alice = [ks.window_vector(s) for s in person(rng, hold=90, gap=180)]
+    bob = [ks.window_vector(s) for s in person(rng, hold=120, gap=260)]
+    det = RankShift().fit(np.array(alice[:8]))
+    genuine = det.decision_function(np.array(alice[8:]))
+    impostor = det.decision_function(np.array(bob[8:]))
+    assert genuine.max() < impostor.min()
+    assert det.predict(np.array(bob[8:])).tolist() == [1] * 4
+    assert det.threshold_ == pytest.approx(np.percentile(det.decision_scores_, 95))
+
+
+def test_leave_one_out_scores_are_honest():
+    rng = np.random.default_rng(2)
+    windows = np.array([ks.window_vector(s) for s in person(rng, 100, 200)])
+    det = RankShift().fit(windows)
+    in_sample = det.decision_function(windows)
+    assert np.mean(det.decision_scores_) > np.mean(in_sample)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000))
+def test_numpy_scores_equal_pyod_detector_scores(seed):
+    rng = np.random.default_rng(seed)
+    windows = np.array([ks.window_vector(s) for s in person(rng, 100, 200, n=40, sessions=6)])
+    det = RankShift().fit(windows[:4])
+    model = KeystrokeModel.from_detector(det)
+    restored = Profile.from_json(Profile(model).to_json()).keystroke
+    np.testing.assert_allclose(restored.score(windows, cell_weights()),
+                               det.decision_function(windows), rtol=0, atol=1e-12)
+
+
+def test_detector_rejects_wrong_shapes_and_negative_counts():
+    with pytest.raises(ValueError, match="histogram counts"):
+        RankShift().fit(np.zeros((3, 7)))
+    with pytest.raises(ValueError, match="non-negative"):
+        RankShift().fit(-np.ones((2, ks.N_FEATURES)))
+
+
+def profile_blob() -> bytes:
+    rng = np.random.default_rng(3)
+    windows = np.array([ks.window_vector(s) for s in person(rng, 100, 200, sessions=4)])
+    return Profile(KeystrokeModel.from_detector(RankShift().fit(windows))).to_json()
+
+
+def test_profile_holds_only_numbers():
+    data = json.loads(profile_blob())
+
+    def strings(x):
+        if isinstance(x, dict):
+            return [k for k in x] + [s for v in x.values() for s in strings(v)]
+        if isinstance(x, list):
+            return [s for v in x for s in strings(v)]
+        return [x] if isinstance(x, str) else []
+
+    assert set(strings(data)) <= {"format", "version", "keystroke", "windows", "threshold",
+                                  "calibration", "params", "min_support", "count_power",
+                                  "z_cap", "shape", "counts", "cadence-profile"}
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(version=99), "version 99"),
+    (lambda d: d.update(format="other"), "not a Cadence profile"),
+    (lambda d: d["keystroke"].update(threshold="x"), "not a number"),
+    (lambda d: d["keystroke"]["counts"].append([10 ** 9, 1.0]), "invalid count"),
+    (lambda d: d["keystroke"]["counts"].append([0, -1.0]), "invalid count"),
+    (lambda d: d["keystroke"].pop("calibration"), "incomplete"),
+    (lambda d: d["keystroke"].update(shape=[1, 2]), "incompatible"),
+])
+def test_malformed_profiles_are_refused_with_a_clear_message(mutate, message):
+    data = json.loads(profile_blob())
+    mutate(data)
+    with pytest.raises(ProfileError, match=message):
+        Profile.from_json(json.dumps(data).encode())
+
+
+def test_garbage_profile_is_refused():
+    with pytest.raises(ProfileError, match="re-enrol"):
+        Profile.from_json(b"\x00\xff garbage")

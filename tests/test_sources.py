@@ -1,0 +1,124 @@
+"""Loaders: the datasets' own formats in, Event streams out; bad input named, skipped, counted."""
+
+import logging
+
+import pytest
+
+from agent.events import Button, Event, KeyClass, Kind
+from agent.sources import replay
+from agent.sources.datasets import aalto
+from agent.sources.loading import LoadReport, SourceError
+
+HEADER = "PARTICIPANT_ID\tTEST_SECTION_ID\tSENTENCE\tUSER_INPUT\tKEYSTROKE_ID\tPRESS_TIME\tRELEASE_TIME\tLETTER\tKEYCODE\n"
+
+
+def aalto_row(section, press, release, keycode, pid="7"):
+    return f"{pid}\t{section}\t-\t-\t1\t{press}\t{release}\t-\t{keycode}\n"
+
+
+def write_aalto(folder, name, body, raw=b""):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}_keystrokes.txt"
+    path.write_bytes((HEADER + body).encode() + raw)
+    return path
+
+
+def test_aalto_rows_become_sessions_of_paired_events(tmp_path):
+    body = (aalto_row(2, 2000, 2090, 84) + aalto_row(2, 2100, 2180, 72)
+            + aalto_row(1, 1000, 1080, 32) + aalto_row(1, 1150, 1150, 188))
+    write_aalto(tmp_path / "keystrokes", "7", body)
+    people, report = aalto.load(tmp_path)
+    assert [p.user for p in people] == ["7"]
+    first, second = people[0].sessions
+    assert [e.kind for e in first] == [Kind.DOWN, Kind.UP, Kind.DOWN, Kind.UP]
+    assert first[0] == Event(1000 * 10**6, Kind.DOWN, KeyClass.SPACE, 0)
+    assert first[3].t_ns == 1151 * 10**6  # a 0 ms hold is clipped to 1 ms, and counted
+    assert report.adjusted["hold_clipped_to_1ms"] == 1
+    assert [e.key for e in second if e.kind == Kind.DOWN] == [KeyClass.LEFT_LETTER,
+                                                              KeyClass.RIGHT_LETTER]
+
+
+def test_aalto_malformed_rows_are_skipped_counted_and_named(tmp_path, caplog):
+    body = (aalto_row(1, 1000, 1080, 84) + "7\t1\tonly three\n"
+            + aalto_row(1, 1100, "1.471968e+12", 72) + aalto_row(1, 1200, 1300, 65))
+    path = write_aalto(tmp_path, "7", body, raw=b"7\t1\t\xff\xfe\t-\t1\t1400\t1450\t-\t66\n")
+    with caplog.at_level(logging.WARNING):
+        people, report = aalto.load(tmp_path)
+    assert report.skipped_rows == 2 and report.rows == 5
+    assert len([e for e in people[0].sessions[0] if e.kind == Kind.DOWN]) == 3
+    assert f"{path}:3" in caplog.text and f"{path}:4" in caplog.text
+    assert "only three" not in caplog.text and "1.471968e+12" not in caplog.text
+
+
+def test_aalto_empty_and_foreign_files_are_named_and_the_run_goes_on(tmp_path, caplog):
+    write_aalto(tmp_path, "1", aalto_row(1, 1000, 1080, 84, pid="1"))
+    (tmp_path / "2_keystrokes.txt").write_bytes(b"")
+    (tmp_path / "3_keystrokes.txt").write_text("a,b,c\n1,2,3\n")
+    with caplog.at_level(logging.ERROR):
+        people, report = aalto.load(tmp_path)
+    assert [p.user for p in people] == ["1"]
+    assert len(report.failed_files) == 2
+    assert "2_keystrokes.txt" in caplog.text and "3_keystrokes.txt" in caplog.text
+    assert "not this format" in caplog.text
+
+
+def test_missing_folder_and_empty_folder_say_what_to_do(tmp_path):
+    with pytest.raises(SourceError, match="no such folder"):
+        aalto.load(tmp_path / "nope")
+    with pytest.raises(SourceError, match="Aalto 136M layout"):
+        aalto.load(tmp_path)
+    with pytest.raises(SourceError, match="no user folders"):
+        replay.load(tmp_path)
+
+
+def test_recording_round_trip_keeps_timing_and_classes(tmp_path):
+    events = [
+        Event(0, Kind.DOWN, KeyClass.LEFT_LETTER, 0), Event(5 * 10**6, Kind.MOVE, x=10, y=20),
+        Event(80 * 10**6, Kind.UP, KeyClass.LEFT_LETTER, 0),
+        Event(90 * 10**6, Kind.PRESS, x=10, y=20, button=Button.LEFT),
+    ]
+    replay.write_session(tmp_path / "u1" / "s01.csv", events)
+    text = (tmp_path / "u1" / "s01.csv").read_text()
+    assert "LEFT_LETTER" in text
+    people, report = replay.load(tmp_path)
+    got = people[0].sessions[0]
+    assert [(e.t_ns, e.kind, e.key) for e in got] == [(e.t_ns, e.kind, e.key) for e in events]
+    assert got[3].button == Button.LEFT and got[1].x == 10.0
+
+
+def test_recording_keys_named_as_pynput_pass_the_keymap(tmp_path):
+    folder = tmp_path / "u1"
+    folder.mkdir()
+    (folder / "s.csv").write_text("t_ms,kind,key,x,y,button\n"
+                                  "0,down,Key.shift,,,\n1.5,down,H,,,\n90,up,h,,,\n"
+                                  "95,up,Key.shift,,,\n120,down,<65>,,,\n")
+    people, _ = replay.load(tmp_path)
+    downs = [(e.key, e.press_id) for e in people[0].sessions[0] if e.kind == Kind.DOWN]
+    ups = [(e.key, e.press_id) for e in people[0].sessions[0] if e.kind == Kind.UP]
+    assert downs[0][0] == KeyClass.MODIFIER and downs[1][0] == KeyClass.RIGHT_LETTER
+    assert ups == [(KeyClass.RIGHT_LETTER, downs[1][1]), (KeyClass.MODIFIER, downs[0][1])]
+
+
+def test_recording_malformed_rows_are_skipped_with_file_and_line(tmp_path, caplog):
+    folder = tmp_path / "u1"
+    folder.mkdir()
+    path = folder / "s.csv"
+    path.write_text("t_ms,kind,key,x,y,button\n0,down,a,,,\nxx,up,a,,,\n5,jump,,,,\n"
+                    "6,move,,1,2,\n7,move,,one,2,\n8,press,,1,2,thumb\n9,up,secretword,,,\n10,up\n")
+    (folder / "t.csv").write_bytes(b"\xff\xfe\x00")
+    (folder / "u.csv").write_text("")
+    with caplog.at_level(logging.WARNING):
+        people, report = replay.load(tmp_path)
+    assert report.skipped_rows == 6
+    for line in (3, 4, 6, 7, 8, 9):
+        assert f"{path}:{line}" in caplog.text
+    assert "secretword" not in caplog.text
+    assert len(report.failed_files) == 2 and "not UTF-8" in caplog.text
+    assert "empty file" in caplog.text
+    assert [e.kind for e in people[0].sessions[0]] == [Kind.DOWN, Kind.MOVE]
+
+
+def test_load_report_has_counts_only():
+    report = LoadReport()
+    report.skip("f", 3, "bad")
+    assert report.as_dict()["skipped_by_reason"] == {"bad": 1}
