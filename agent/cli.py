@@ -62,6 +62,160 @@ def cmd_eval_keystroke(args) -> int:
     return 0
 
 
+def _settings():
+    from agent import policy
+    from agent.system.paths import default_paths
+    paths = default_paths()
+    return paths, policy.load(paths.settings)
+
+
+def cmd_run(args) -> int:
+    from agent.runtime import Agent
+    from agent.system.instance import AlreadyRunning
+    paths, settings = _settings()
+    if args.enrol_keystrokes:
+        import dataclasses
+        settings = dataclasses.replace(settings, policy=dataclasses.replace(
+            settings.policy, enrol_keystrokes=args.enrol_keystrokes))
+    tray = None
+    if not args.no_tray:
+        from agent.tray import Tray
+        tray = Tray({}, settings.policy.allow_pause, settings.policy.allow_quit)
+    agent = Agent(paths, settings, tray=tray)
+    if tray is not None:
+        tray.actions.update({
+            "pause": lambda: _request(paths, "pause"),
+            "status": lambda: agent._notify("Cadence status", _status_text(agent.status())),
+            "open_log": lambda: _open(paths.audit),
+            "about": lambda: agent._notify("About Cadence", f"Cadence {__version__}: "
+                                           "recognises how you type, never what you type."),
+            "quit": tray.stop,
+        })
+    try:
+        agent.start()
+    except AlreadyRunning as exc:
+        print(f"cadence: {exc}", file=sys.stderr)
+        return 1
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: (tray.stop() if tray else agent.stopping.set()))
+    try:
+        if tray is not None:
+            tray.run(lambda: None)
+        else:
+            while not agent.stopping.wait(1.0):
+                pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        agent.stop()
+    return 0
+
+
+def _request(paths, name: str) -> None:
+    from agent.system.paths import private_dir
+    (private_dir(paths.requests) / name).touch()
+
+
+def _open(path) -> None:
+    import subprocess
+    opener = {"win32": ["cmd", "/c", "start", ""], "darwin": ["open"]}.get(sys.platform,
+                                                                          ["xdg-open"])
+    try:
+        subprocess.Popen([*opener, str(path)], start_new_session=True)
+    except OSError:
+        log.error("cannot open %s", path)
+
+
+def _running(paths) -> dict | None:
+    """The running agent's published state, or None when no agent holds the instance lock."""
+    from agent.system.instance import AlreadyRunning, InstanceLock
+    probe = InstanceLock(paths.instance_lock)
+    try:
+        probe.acquire()
+    except AlreadyRunning:
+        try:
+            return json.loads(paths.state.read_text())
+        except (OSError, ValueError):
+            return {"state": "starting"}
+    probe.release()
+    return None
+
+
+def _status_text(status: dict) -> str:
+    state = status.get("state", "?")
+    if state == "learning":
+        state += f" {status.get('progress', 0)}%"
+    lines = [f"state: {state}"]
+    for key in ("reason", "detail", "verdict", "trust", "last_score", "action", "quality"):
+        if status.get(key) is not None:
+            lines.append(f"{key}: {status[key]}")
+    if status.get("key_protection"):
+        lines.append(f"profile key: {status['key_protection']} - {status.get('key_note', '')}")
+    if status.get("managed"):
+        lines.append("managed by policy: " + ", ".join(status["managed"]))
+    for problem in status.get("policy_errors", []):
+        lines.append("policy error: " + problem)
+    return "\n".join(lines)
+
+
+def cmd_status(args) -> int:
+    paths, _ = _settings()
+    status = _running(paths)
+    if status is None:
+        status = {"state": "not running"}
+    print(json.dumps(status, sort_keys=True) if args.json else _status_text(status))
+    return 0 if status["state"] != "not running" else 3
+
+
+def cmd_enroll(args) -> int:
+    paths, _ = _settings()
+    if not args.restart:
+        print("cadence: enrolment runs by itself while the agent learns; "
+              "use --restart to discard the profile and learn again", file=sys.stderr)
+        return 2
+    if _running(paths) is not None:
+        _request(paths, "enroll-restart")
+        print("asked the running agent to discard the profile and learn again")
+    else:
+        from agent.store import ProfileStore
+        ProfileStore(paths.data).forget()
+        print("profile discarded; the agent will learn again when it next starts")
+    return 0
+
+
+def cmd_forget(args) -> int:
+    paths, _ = _settings()
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("cadence: forget deletes your typing profile and its key; "
+                  "confirm with --yes", file=sys.stderr)
+            return 2
+        if input("Delete your typing profile and its key? [y/N] ").strip().lower() != "y":
+            print("nothing deleted")
+            return 1
+    if _running(paths) is not None:
+        _request(paths, "forget")
+        print("asked the running agent to delete the profile and its key")
+    else:
+        from agent.store import ProfileStore
+        ProfileStore(paths.data).forget()
+        print("profile and key deleted")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from agent.doctor import checks
+    paths, settings = _settings()
+    results = checks(paths, settings)
+    if args.json:
+        print(json.dumps(results, sort_keys=True))
+    else:
+        for item in results:
+            mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[item["level"]]
+            print(f"[{mark}] {item['check']}: {item['detail']}")
+    return 1 if any(item["level"] == "fail" for item in results) else 0
+
+
 def _eval_parser(sub, name: str, formats: list[str], handler, help_text: str):
     p = sub.add_parser(name, help=help_text)
     p.add_argument("dir", help="dataset or recordings folder")
@@ -83,6 +237,25 @@ def build_parser() -> argparse.ArgumentParser:
     ks = _eval_parser(protocols, "keystroke", ["aalto", "recording"], cmd_eval_keystroke,
                       "free-text keystroke EER")
     ks.add_argument("--enrol", type=int, default=10, help="enrolment sessions (default 10)")
+
+    run = commands.add_parser("run", help="start the agent (tray included)")
+    run.add_argument("--no-tray", action="store_true", help="headless: no tray icon")
+    run.add_argument("--enrol-keystrokes", type=int, default=None,
+                     help="typing to learn from before protecting (overrides settings)")
+    run.set_defaults(handler=cmd_run)
+    status = commands.add_parser("status", help="the running agent's state")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+    enroll = commands.add_parser("enroll", help="enrolment control")
+    enroll.add_argument("--restart", action="store_true",
+                        help="discard the profile and learn again")
+    enroll.set_defaults(handler=cmd_enroll)
+    forget = commands.add_parser("forget", help="delete the profile and its key")
+    forget.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    forget.set_defaults(handler=cmd_forget)
+    doctor = commands.add_parser("doctor", help="check display, input, keyring, lock method")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(handler=cmd_doctor)
     return parser
 
 

@@ -1,0 +1,150 @@
+"""The audit log: what the agent decided and did, as JSON lines, append-only, rotated by size.
+
+Each record is ``{"time": ISO-8601 UTC, "kind": ..., **fields}``. Nothing that could carry text a
+person typed gets in: field values are numbers, booleans, ``None`` or short lists of numbers;
+strings are accepted only for a fixed set of enum-like fields (verdict, state, reason codes, ...)
+and only as short tokens without whitespace. Anything else raises ``ValueError`` *before* a byte is
+written, and the error names the field, never its value (errors end up in logs and crash reports).
+
+Files are 0600 in a 0700 folder (by default ``platformdirs.user_log_dir("cadence")``); the
+current file is ``audit.jsonl``, older ones ``audit.jsonl.1`` (newest) ... ``audit.jsonl.N``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+TEXT_FIELDS = frozenset({"verdict", "state", "reason", "method", "modality", "kind", "action", "rule",
+                         "detail_code", "version", "host", "user"})
+_TOKEN = re.compile(r"[A-Za-z0-9_.:@+/-]{0,64}")
+_FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+MAX_LIST = 64
+DEFAULT_MAX_BYTES = 1_000_000
+DEFAULT_BACKUPS = 5
+
+
+def default_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_log_dir("cadence", appauthor=False)) / "audit.jsonl"
+
+
+def _is_number(value) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
+
+
+def _check(name: str, value) -> None:
+    """Raise ValueError (naming the field only) unless ``value`` is allowed for ``name``."""
+    if not isinstance(name, str) or not _FIELD_NAME.fullmatch(name) or name == "time":
+        raise ValueError("audit field names must be short lower-case identifiers other than "
+                         "'time'")
+    if value is None or _is_number(value):
+        return
+    if isinstance(value, str):
+        if name not in TEXT_FIELDS:
+            raise ValueError(f"audit field {name!r} may not hold a string; strings are allowed "
+                             f"only in {sorted(TEXT_FIELDS)}")
+        if not _TOKEN.fullmatch(value):
+            raise ValueError(f"audit field {name!r} must be a short code (letters, digits, "
+                             "'_.:@+/-', at most 64 characters, no spaces)")
+        return
+    if isinstance(value, (list, tuple)):
+        if len(value) > MAX_LIST or not all(_is_number(v) for v in value):
+            raise ValueError(f"audit field {name!r} must be a list of at most {MAX_LIST} numbers")
+        return
+    raise ValueError(f"audit field {name!r} has a type the audit log does not accept "
+                     f"({type(value).__name__})")
+
+
+class AuditLog:
+    """Append-only JSON-lines audit log with size-based rotation. Thread-safe within a process."""
+
+    def __init__(self, path: str | os.PathLike | None = None, *,
+                 max_bytes: int = DEFAULT_MAX_BYTES, backups: int = DEFAULT_BACKUPS) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self.max_bytes = int(max_bytes)
+        self.backups = max(0, int(backups))
+        self._lock = threading.Lock()
+
+    # -- files
+    def _ensure_folder(self) -> None:
+        folder = self.path.parent
+        missing = []
+        probe = folder
+        while not probe.exists():
+            missing.append(probe)
+            probe = probe.parent
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for created in missing:  # only folders we created: never chmod someone else's folder
+            os.chmod(created, 0o700)
+
+    def _rotate(self) -> None:
+        if self.backups == 0:
+            self.path.unlink(missing_ok=True)
+            return
+        oldest = self.path.with_name(f"{self.path.name}.{self.backups}")
+        oldest.unlink(missing_ok=True)
+        for n in range(self.backups - 1, 0, -1):
+            src = self.path.with_name(f"{self.path.name}.{n}")
+            if src.exists():
+                os.replace(src, self.path.with_name(f"{self.path.name}.{n + 1}"))
+        if self.path.exists():
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+
+    def _append(self, line: bytes) -> None:
+        self._ensure_folder()
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size > 0 and size + len(line) > self.max_bytes:
+            self._rotate()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                     0o600)
+        try:
+            if hasattr(os, "fchmod"):  # an existing file made by an older version or by hand
+                os.fchmod(fd, 0o600)
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    # -- API
+    def record(self, kind: str, **fields) -> dict:
+        """Validate and append one record; returns it. Raises ValueError on a disallowed field
+        (nothing is written then); I/O errors propagate as OSError."""
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("audit record kind must be a non-empty code")
+        _check("kind", kind)
+        for name, value in fields.items():
+            _check(name, value)
+        entry = {"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+                 .replace("+00:00", "Z"), "kind": kind}
+        entry.update({name: list(v) if isinstance(v, tuple) else v for name, v in fields.items()})
+        line = (json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
+        with self._lock:
+            self._append(line)
+        return entry
+
+    def files(self) -> list[Path]:
+        """The current file and its backups that exist, newest first."""
+        names = [self.path] + [self.path.with_name(f"{self.path.name}.{n}")
+                               for n in range(1, self.backups + 1)]
+        return [p for p in names if p.exists()]
+
+    def read(self) -> list[dict]:
+        """All records, oldest first (for ``cadence status`` and tests)."""
+        records = []
+        for path in reversed(self.files()):
+            with open(path, encoding="utf-8") as fh:
+                records.extend(json.loads(line) for line in fh if line.strip())
+        return records

@@ -1,0 +1,107 @@
+"""Replay Event streams as real X input through XTest (tests and ``cadence bench --x11``).
+
+Each key class is typed with representative keys of that class (rotating, so overlapping
+presses of one class stay distinct keys), at the events' own timing scaled by ``speed``.
+What the agent's hooks then see has the recorded person's timing and classes; no recorded
+character exists to replay.
+"""
+
+from __future__ import annotations
+
+import time
+
+from agent.events import Event, KeyClass, Kind
+
+KEYSYMS = {
+    KeyClass.LEFT_LETTER: ("f", "d", "s", "e"),
+    KeyClass.RIGHT_LETTER: ("j", "k", "l", "i"),
+    KeyClass.DIGIT: ("5", "6", "7"),
+    KeyClass.SPACE: ("space",),
+    KeyClass.BACKSPACE: ("BackSpace",),
+    KeyClass.ENTER: ("Return",),
+    KeyClass.MODIFIER: ("Shift_L", "Shift_R"),
+    KeyClass.NAVIGATION: ("Left", "Right"),
+    KeyClass.PUNCTUATION: ("period", "comma", "slash"),
+    KeyClass.OTHER: ("Escape",),
+}
+
+
+class XTyper:
+    """Types through XTest on ``display_name`` (python-xlib)."""
+
+    def __init__(self, display_name: str | None = None) -> None:
+        from Xlib import XK, X, display
+        from Xlib.ext import xtest
+        self._X, self._xtest = X, xtest
+        self.display = display.Display(display_name)
+        self._codes = {cls: [self.display.keysym_to_keycode(XK.string_to_keysym(name))
+                             for name in names] for cls, names in KEYSYMS.items()}
+        self._held: dict[int, int] = {}
+
+    def _key(self, press: bool, code: int) -> None:
+        self._xtest.fake_input(self.display, self._X.KeyPress if press else self._X.KeyRelease,
+                               code)
+        self.display.sync()
+
+    def press(self, cls: KeyClass, press_id: int) -> None:
+        busy = set(self._held.values())
+        codes = self._codes[cls]
+        code = next((c for c in codes if c not in busy), codes[0])
+        self._held[press_id] = code
+        self._key(True, code)
+
+    def release(self, press_id: int) -> None:
+        code = self._held.pop(press_id, None)
+        if code is not None:
+            self._key(False, code)
+
+    def type_text(self, text: str, delay_s: float = 0.12) -> None:
+        """Type literal text (for privacy canaries): each character's own key."""
+        from Xlib import XK
+        for char in text:
+            name = "space" if char == " " else char
+            code = self.display.keysym_to_keycode(XK.string_to_keysym(name))
+            self._key(True, code)
+            time.sleep(delay_s / 3)
+            self._key(False, code)
+            time.sleep(delay_s * 2 / 3)
+
+    def move(self, x: int, y: int) -> None:
+        self._xtest.fake_input(self.display, self._X.MotionNotify, x=int(x), y=int(y))
+        self.display.sync()
+
+    def replay(self, events: list[Event], speed: float = 1.0, max_gap_s: float = 1.0) -> None:
+        """Replay key events at their timing / ``speed``; gaps longer than ``max_gap_s`` are
+        shortened to it (pauses carry no rhythm)."""
+        keys = [e for e in events if e.is_key]
+        if not keys:
+            return
+        start = time.perf_counter()
+        offset = 0.0
+        previous = keys[0].t_ns
+        for e in keys:
+            gap = (e.t_ns - previous) / 1e9 / speed
+            if gap > max_gap_s:
+                offset -= gap - max_gap_s
+            previous = e.t_ns
+            due = start + (e.t_ns - keys[0].t_ns) / 1e9 / speed + offset
+            _sleep_until(due)
+            if e.kind == Kind.DOWN and not e.repeat:
+                self.press(e.key, e.press_id)
+            elif e.kind == Kind.UP:
+                self.release(e.press_id)
+        for press_id in list(self._held):
+            self.release(press_id)
+
+    def close(self) -> None:
+        for press_id in list(self._held):
+            self.release(press_id)
+        self.display.close()
+
+
+def _sleep_until(due: float) -> None:
+    while True:
+        left = due - time.perf_counter()
+        if left <= 0:
+            return
+        time.sleep(left - 0.001 if left > 0.002 else 0)

@@ -1,0 +1,328 @@
+"""The agent's state machine: events in, effects out (functional core; no I/O, no clock).
+
+``Pipeline.feed(event)`` consumes one Event and returns the effects the shell must carry out
+(``agent.runtime`` does: lock, notify, audit, train, save). Time comes from the events, so the
+same pipeline runs live and over recordings, deterministically.
+
+States: ``learning`` (n%) -> ``protecting`` -> ``alert`` / ``locked``; ``paused``;
+``degraded`` and ``error`` are set by the shell (no input, no keyring, ...).
+
+Learning: keystrokes are cut into enrolment windows of ``ENROL_WINDOW`` keys (about one typed
+sentence; windows broken by a pause of more than ``WINDOW_BREAK_S`` are dropped if short).
+The profile is trained when ``policy.enrol_keystrokes`` keys were typed *and* the enrolment
+passes the quality check (:func:`enrolment_quality`); until then learning goes on.
+
+Protecting: every ``decision.STEP`` keystrokes the last ``decision.WINDOW`` keystrokes are
+scored against the profile and the trust level updated (:mod:`agent.decision`). Windows that
+scored clearly genuine adapt the profile; nothing else ever does. Injected input the policy
+allows (remote desktop, password managers) is neither scored nor learned; a keystroke
+injection detection locks at once and discards the keys that follow it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent import decision
+from agent.events import Event, Kind
+from agent.features.injection import InjectionDetector
+from agent.features.keystroke import N_CELLS, N_BINS, window_vector
+from agent.model.profile import KeystrokeModel, Profile
+from agent.policy import Policy
+
+ENROL_WINDOW = 50
+WINDOW_BREAK_S = 60.0
+MIN_ENROL_WINDOWS = 10
+MIN_COVERED_CELLS = 8
+SAVE_EVERY_ADAPTATIONS = 20
+ADAPT_MASS = 4  # adapted profile holds at most ~2x the enrolment's timings
+
+
+#: Why the agent is degraded, alerting or stopped: short codes (audit, SIEM) and what they mean.
+REASONS = {
+    "wayland": "Wayland session: input to native Wayland apps cannot be seen; log in to an "
+               "X11 session to be protected",
+    "no-display": "no display: no keyboard or mouse input can be seen",
+    "hook-failed": "input hooks could not start (no permission or no input backend); "
+                   "see cadence doctor",
+    "hook-stopped": "an input hook stopped; restarting it",
+    "hook-silent": "an input hook is silent while the system reports input; restarting it",
+    "keyring-locked": "the OS keyring is locked or unreachable: the profile cannot be read yet",
+    "impostor": "the typing does not match this session's user",
+    "injection": "keystroke injection detected (typing no person makes)",
+    "lock-failed": "Cadence could not lock the session; configure a screen locker "
+                   "(see cadence doctor)",
+}
+
+
+# -- effects ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Audit:
+    kind: str
+    fields: dict
+
+
+@dataclass(frozen=True)
+class Notify:
+    title: str
+    body: str
+
+
+@dataclass(frozen=True)
+class Lock:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Train:
+    windows: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Save:
+    profile: Profile = field(repr=False)
+
+
+def enrolment_quality(windows: np.ndarray) -> str | None:
+    """None when enrolment windows are good enough to train on, else the reason they are not."""
+    if len(windows) < MIN_ENROL_WINDOWS:
+        return f"fewer than {MIN_ENROL_WINDOWS} typing windows"
+    support = windows.sum(axis=0).reshape(N_CELLS, N_BINS).sum(axis=1)
+    if int((support >= 20).sum()) < MIN_COVERED_CELLS:
+        return "too little varied typing (most key classes unseen)"
+    per_window = windows.sum(axis=1)
+    if np.median(per_window) < ENROL_WINDOW:
+        return "typing too broken up to time"
+    return None
+
+
+class Pipeline:
+    def __init__(self, policy: Policy, profile: Profile | None, cell_weights: np.ndarray,
+                 injection: InjectionDetector | None = None) -> None:
+        self.policy = policy
+        self.weights = cell_weights
+        self.injection = injection or InjectionDetector()
+        self.profile = profile
+        self.state = "learning" if profile is None else "protecting"
+        self.reason: str | None = None
+        self.trust = decision.initial() if profile else None
+        self.last_score: float | None = None
+        self.last_verdict = "ok"
+        self.enrol_windows: list[np.ndarray] = []
+        self.enrol_keys = 0
+        self.quality: str | None = None
+        self.training = False
+        self.adaptations = 0
+        self._events: deque[Event] = deque()
+        self._keys_in_buffer = 0
+        self._since_score = 0
+        self._last_key_ns: int | None = None
+        self._before_pause = self.state
+
+    # -- status -------------------------------------------------------------------------------
+    @property
+    def progress(self) -> int:
+        if self.profile is not None:
+            return 100
+        return min(99, int(100 * self.enrol_keys / self.policy.enrol_keystrokes))
+
+    def status(self) -> dict:
+        out = {"state": self.state, "progress": self.progress, "reason": self.reason,
+               "detail": REASONS.get(self.reason) if self.reason else None,
+               "verdict": self.last_verdict, "enrol_keystrokes": self.enrol_keys,
+               "enrol_needed": self.policy.enrol_keystrokes, "quality": self.quality}
+        if self.trust is not None:
+            out["trust"] = round(float(decision.trust_of(self.trust)), 2)
+        if self.last_score is not None:
+            out["last_score"] = round(self.last_score, 4)
+        return out
+
+    # -- input ----------------------------------------------------------------------------------
+    def feed(self, event: Event) -> list:
+        if not event.is_key or self.state in ("paused", "locked", "degraded", "error"):
+            return []
+        if event.injected and self.policy.injection_allow_software:
+            return []  # OS-flagged automation the policy allows: not the user's typing
+        detection = self.injection.observe(event)
+        if detection is not None:
+            return self._injection(detection)
+        if event.kind == Kind.DOWN and not event.repeat:
+            if self._last_key_ns is not None and \
+                    event.t_ns - self._last_key_ns > WINDOW_BREAK_S * 1e9:
+                self._clear_buffer()
+            self._last_key_ns = event.t_ns
+            self._keys_in_buffer += 1
+            self._since_score += 1
+        self._events.append(event)
+        if self.profile is None:
+            return self._learn()
+        return self._protect()
+
+    def _clear_buffer(self) -> None:
+        self._events.clear()
+        self._keys_in_buffer = 0
+        self._since_score = 0
+
+    def _trim(self, keys: int) -> None:
+        """Keep the events of the last ``keys`` keystrokes (plus their pending releases)."""
+        while self._keys_in_buffer > keys:
+            e = self._events.popleft()
+            if e.kind == Kind.DOWN and not e.repeat:
+                self._keys_in_buffer -= 1
+
+    # -- learning -------------------------------------------------------------------------------
+    def _learn(self) -> list:
+        if self._keys_in_buffer < ENROL_WINDOW + 1:
+            return []
+        window = list(self._events)
+        self._clear_buffer()
+        self._events.append(window[-1])  # the newest press starts the next window
+        self._keys_in_buffer = 1
+        vector = window_vector(window[:-1])
+        self.enrol_windows.append(vector)
+        self.enrol_keys += ENROL_WINDOW
+        if self.enrol_keys < self.policy.enrol_keystrokes or self.training:
+            return []
+        windows = np.array(self.enrol_windows)
+        self.quality = enrolment_quality(windows)
+        if self.quality is not None:
+            return []
+        self.training = True
+        return [Train(windows), Audit("enrolment", {"state": "training",
+                                                    "windows": len(windows)})]
+
+    def installed(self, profile: Profile) -> list:
+        """The shell trained (or loaded) a profile: start protecting with it."""
+        self.profile = profile
+        self.training = False
+        self.enrol_windows = []
+        self.trust = decision.initial()
+        self.state = "protecting"
+        self._clear_buffer()
+        return [Save(profile), Audit("state", {"state": "protecting",
+                                               "windows": profile.keystroke.windows}),
+                Notify("Cadence is protecting this session",
+                       "Your typing profile is ready; Cadence now watches for someone else.")]
+
+    # -- protecting -----------------------------------------------------------------------------
+    def _protect(self) -> list:
+        self._trim(decision.WINDOW)
+        if self._keys_in_buffer < decision.WINDOW or self._since_score < decision.STEP:
+            return []
+        self._since_score = 0
+        vector = window_vector(self._events)
+        model = self.profile.keystroke
+        score = float(model.score(vector[None, :], self.weights)[0])
+        self.last_score = score
+        self.trust, verdict = decision.update(self.trust, score, model.calibration,
+                                              self.policy.sensitivity)
+        effects = []
+        if decision.adapt_ok(score, model.calibration, self.trust):
+            self._adapt(model, vector)
+            if self.adaptations % SAVE_EVERY_ADAPTATIONS == 0:
+                effects.append(Save(self.profile))
+        effects += self._verdict(verdict, score)
+        return effects
+
+    def _adapt(self, model: KeystrokeModel, vector: np.ndarray) -> None:
+        """Follow slow drift: blend a clearly genuine window in, keeping total mass bounded."""
+        counts = model.counts + vector
+        cap = ADAPT_MASS * model.windows * ENROL_WINDOW  # timings: about 2 per keystroke
+        if counts.sum() > cap > 0:
+            counts *= cap / counts.sum()  # older typing fades as new genuine typing comes in
+        model.counts = counts
+        model._table = None
+        self.adaptations += 1
+
+    def _verdict(self, verdict: str, score: float) -> list:
+        previous, self.last_verdict = self.last_verdict, verdict
+        fields = {"verdict": verdict, "score": round(score, 4),
+                  "trust": round(float(decision.trust_of(self.trust)), 2)}
+        if verdict == "impostor":
+            return self._act(self.policy.action, "impostor", fields,
+                             "Someone else may be typing on this session")
+        if verdict == "suspect" and previous == "ok":
+            self.state = "alert" if self.policy.action != "observe" else self.state
+            return [Audit("alert", fields)] + (
+                [] if self.policy.action == "observe" else
+                [Notify("Cadence: unusual typing", "The typing on this session does not look "
+                        "like its user's.")])
+        if verdict == "ok" and self.state == "alert":
+            self.state = "protecting"
+            return [Audit("state", {"state": "protecting", **fields})]
+        return []
+
+    def _act(self, action: str, reason: str, fields: dict, message: str) -> list:
+        effects = [Audit(reason, {**fields, "action": action})]
+        if action == "observe":
+            return effects
+        self.state = "alert"
+        self.reason = reason
+        effects.append(Notify("Cadence: " + message, "Reason: " + reason))
+        if action == "lock":
+            effects.append(Lock(reason))
+        return effects
+
+    def _injection(self, detection) -> list:
+        self._clear_buffer()
+        fields = {"verdict": "injection", "rule": detection.rule,
+                  "keys_observed": detection.keys_observed,
+                  "recent_gaps_ms": list(detection.recent_gaps_ms),
+                  "recent_holds_ms": list(detection.recent_holds_ms)}
+        return self._act(self.policy.injection_action, "injection", fields,
+                         "keystroke injection detected")
+
+    # -- from the shell ---------------------------------------------------------------------------
+    def session_locked(self, locked: bool) -> list:
+        """The OS reports the session locked (ours or the user's) or unlocked again."""
+        if locked and self.state != "locked":
+            self._before_pause = "protecting" if self.profile else "learning"
+            self.state = "locked"
+            self._clear_buffer()
+            self.injection.reset()
+            return [Audit("state", {"state": "locked"})]
+        if not locked and self.state == "locked":
+            self.state = self._before_pause
+            self.reason = None
+            self.last_verdict = "ok"
+            if self.profile is not None:
+                self.trust = decision.initial()
+            return [Audit("state", {"state": self.state})]
+        return []
+
+    def lock_failed(self, method: str) -> list:
+        self.state = "alert"
+        self.reason = "lock-failed"
+        return [Audit("lock_failed", {"method": method}),
+                Notify("Cadence could not lock this session",
+                       "Configure a screen locker (see cadence doctor).")]
+
+    def pause(self) -> list:
+        if not self.policy.allow_pause or self.state in ("paused", "locked"):
+            return []
+        self._before_pause = "protecting" if self.profile else "learning"
+        self.state = "paused"
+        self._clear_buffer()
+        return [Audit("state", {"state": "paused"})]
+
+    def resume(self) -> list:
+        if self.state != "paused":
+            return []
+        self.state = self._before_pause
+        return [Audit("state", {"state": self.state})]
+
+    def degrade(self, reason: str | None) -> list:
+        """Set (a code of REASONS) or clear (None) the degraded state the shell observed."""
+        if reason is not None and (self.state != "degraded" or self.reason != reason):
+            if self.state != "degraded":
+                self._before_pause = "protecting" if self.profile else "learning"
+            self.state, self.reason = "degraded", reason
+            self._clear_buffer()
+            return [Audit("state", {"state": "degraded", "reason": reason})]
+        if reason is None and self.state == "degraded":
+            self.state, self.reason = self._before_pause, None
+            return [Audit("state", {"state": self.state})]
+        return []

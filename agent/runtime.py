@@ -1,0 +1,331 @@
+"""The imperative shell of the live agent: threads, hooks, OS actions, files.
+
+Threads: pynput's listener threads put Events on a bounded queue; one worker thread feeds them
+to the :class:`~agent.pipeline.Pipeline` and carries out the effects it returns; the tray owns
+the main thread. The worker wakes at least once a second (never more when idle) to run the
+watchdog, pick up requests from the ``cadence`` command, and publish the status file that
+``cadence status``, the tray and the audit log all read the same state from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+from agent import __version__
+from agent.actions import notify as desktop
+from agent.actions.audit import AuditLog
+from agent.actions.lock import lock_session
+from agent.model.prior import cell_weights
+from agent.model.profile import KeystrokeModel, Profile
+from agent.pipeline import REASONS, Audit, Lock, Notify, Pipeline, Save, Train
+from agent.policy import Settings
+from agent.sources.live import LiveSource
+from agent.store import KeyUnavailableError, ProfileStore, StoreError, TamperError
+from agent.system import session
+from agent.system.instance import InstanceLock
+from agent.system.paths import Paths, private_dir
+
+log = logging.getLogger(__name__)
+
+TICK_S = 1.0
+LOCK_CHECK_S = 2.0
+SILENT_HOOK_S = 10.0
+KEY_RETRY_S = 10.0
+REQUESTS = ("enroll-restart", "forget", "pause", "resume")
+
+
+
+def write_json_atomic(path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+class Agent:
+    def __init__(self, paths: Paths, settings: Settings, tray=None,
+                 source: LiveSource | None = None) -> None:
+        self.paths = paths
+        self.settings = settings
+        self.policy = settings.policy
+        self.tray = tray
+        self.source = source or LiveSource()
+        self.store = ProfileStore(private_dir(paths.data))
+        self.audit = AuditLog(paths.audit, max_bytes=self.policy.audit_max_mb * 1_000_000,
+                              backups=self.policy.audit_backups)
+        self.instance = InstanceLock(paths.instance_lock)
+        self.stopping = threading.Event()
+        self.pipeline: Pipeline | None = None
+        self._worker: threading.Thread | None = None
+        self._pending_profile: Profile | None = None
+        self._training_error: str | None = None
+        self._pause_until = 0.0
+        self._last_lock_check = 0.0
+        self._last_published: dict | None = None
+        self._last_heartbeat = 0.0
+        self._hook_events_at = time.monotonic()
+        self._hook_problem: str | None = None
+        self._key_unavailable = False
+        self._last_key_retry = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Take the instance lock, load the profile, start hooks and the worker."""
+        self.instance.acquire()
+        private_dir(self.paths.requests)
+        self.audit.record("start", version=__version__, state="starting")
+        for problem in self.settings.errors:
+            log.error("policy: %s", problem)
+            self.audit.record("policy_error", reason="invalid-setting")
+        profile = self._load_profile()
+        self.pipeline = Pipeline(self.policy, profile, cell_weights())
+        if self._key_unavailable:
+            self._execute(self.pipeline.degrade("keyring-locked"))
+        self._hook_problem = self._start_hooks()
+        if self._hook_problem:
+            self._execute(self.pipeline.degrade(self._hook_problem))
+        self._worker = threading.Thread(target=self._work, name="cadence-worker", daemon=True)
+        self._worker.start()
+        self._publish(force=True)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.source.stop()
+        if self._worker is not None:
+            self._worker.join(timeout=5)
+        if self.pipeline is not None and self.pipeline.profile is not None \
+                and not self._key_unavailable:
+            self._save(self.pipeline.profile)
+        self.audit.record("stop", state="stopped")
+        self._publish(force=True, state="stopped")
+        self.instance.release()
+
+    def _load_profile(self) -> Profile | None:
+        try:
+            return self.store.load()
+        except TamperError as exc:
+            log.error("%s", exc)
+            self.audit.record("tamper", verdict="tamper", reason=exc.reason)
+            self._notify("Cadence: stored profile rejected",
+                         "The profile failed its integrity check and was set aside; "
+                         "Cadence is learning your typing again.")
+            return None
+        except KeyUnavailableError as exc:
+            log.error("%s", exc)
+            self._key_unavailable = True
+            self.audit.record("store_error", reason="key-unavailable")
+            return None
+        except StoreError as exc:
+            log.error("%s", exc)
+            self.audit.record("store_error", reason="store-unreadable")
+            return None
+
+    def _start_hooks(self) -> str | None:
+        kind = session.display_kind()
+        if kind in ("wayland", "xwayland"):
+            return "wayland"
+        if kind == "none":
+            return "no-display"
+        try:
+            self.source.start()
+        except Exception as exc:  # noqa: BLE001 - no permission, no display, backend error
+            log.error("input hooks could not start: %s", type(exc).__name__)
+            return "hook-failed"
+        self._hook_events_at = time.monotonic()
+        return None
+
+    # -- the worker ------------------------------------------------------------------------------
+    def _work(self) -> None:
+        last_tick = 0.0
+        while not self.stopping.is_set():
+            try:
+                event = self.source.queue.get(timeout=TICK_S)
+            except queue.Empty:
+                event = None
+            try:
+                if event is not None:
+                    self._hook_events_at = time.monotonic()
+                    self._execute(self.pipeline.feed(event))
+                now = time.monotonic()
+                if now - last_tick >= TICK_S:
+                    last_tick = now
+                    self._tick(now)
+            except Exception:  # noqa: BLE001 - keep protecting; say so
+                log.exception("pipeline worker error")
+                self.audit.record("error", state="error", reason="worker-exception")
+
+    def _tick(self, now: float) -> None:
+        p = self.pipeline
+        if self._pending_profile is not None:
+            profile, self._pending_profile = self._pending_profile, None
+            self._execute(p.installed(profile))
+        if self._training_error:
+            self.audit.record("error", reason="training-failed")
+            self._training_error = None
+        self._requests()
+        if self._key_unavailable and now - self._last_key_retry >= KEY_RETRY_S:
+            self._retry_profile(now)
+        if p.state == "paused" and now >= self._pause_until:
+            self._execute(p.resume())
+        self._watchdog(now)
+        self._check_lock(now)
+        self._publish()
+
+    def _retry_profile(self, now: float) -> None:
+        """The keyring was locked at start: try again; never overwrite the stored profile."""
+        self._last_key_retry = now
+        self._key_unavailable = False
+        profile = self._load_profile()
+        if profile is not None:
+            self._execute(self.pipeline.degrade(None))
+            self._execute(self.pipeline.installed(profile))
+
+    def _watchdog(self, now: float) -> None:
+        if self._hook_problem in ("wayland", "no-display"):
+            return
+        problem = None
+        if not self.source.alive():
+            problem = "hook-stopped"
+        else:
+            idle = session.idle_seconds()
+            if idle is not None and idle < TICK_S and now - self._hook_events_at > SILENT_HOOK_S:
+                problem = "hook-silent"
+        if problem:
+            log.warning("%s", REASONS[problem])
+            self._hook_problem = problem
+            self._execute(self.pipeline.degrade(problem))
+            restart = self._start_hooks()
+            if restart:
+                self._hook_problem = restart
+                self._execute(self.pipeline.degrade(restart))
+        elif self._hook_problem and now - self._hook_events_at < SILENT_HOOK_S:
+            self._hook_problem = None
+            self._execute(self.pipeline.degrade(None))
+
+    def _check_lock(self, now: float) -> None:
+        """Learn whether the session is locked (not while the user is typing: the check may
+        briefly grab the keyboard on X)."""
+        if now - self._last_lock_check < LOCK_CHECK_S:
+            return
+        if self.pipeline.state != "locked":
+            idle = session.idle_seconds()
+            if idle is not None and idle < LOCK_CHECK_S:
+                return
+        self._last_lock_check = now
+        locked = session.screen_locked()
+        if locked is not None:
+            self._execute(self.pipeline.session_locked(locked))
+
+    def _requests(self) -> None:
+        for name in REQUESTS:
+            path = self.paths.requests / name
+            if path.exists():
+                path.unlink(missing_ok=True)
+                self.handle(name)
+
+    def handle(self, name: str) -> None:
+        """A request from the tray or the ``cadence`` command (worker thread)."""
+        p = self.pipeline
+        if name == "pause":
+            if self.policy.allow_pause:
+                self._pause_until = time.monotonic() + 60 * self.policy.pause_minutes
+                self._execute(p.pause())
+        elif name == "resume":
+            self._execute(p.resume())
+        elif name in ("enroll-restart", "forget"):
+            removed = self.store.forget()
+            self.audit.record("enrolment", state="learning",
+                              reason="forgotten" if name == "forget" else "restart",
+                              files_removed=int(removed.get("files_removed", 0)))
+            self.pipeline = Pipeline(self.policy, None, cell_weights())
+        self._publish(force=True)
+
+    # -- effects ---------------------------------------------------------------------------------
+    def _execute(self, effects: list) -> None:
+        for effect in effects:
+            if isinstance(effect, Audit):
+                self.audit.record(effect.kind, **effect.fields)
+            elif isinstance(effect, Notify):
+                self._notify(effect.title, effect.body)
+            elif isinstance(effect, Lock):
+                self._lock(effect.reason)
+            elif isinstance(effect, Train):
+                threading.Thread(target=self._train, args=(effect.windows,), daemon=True,
+                                 name="cadence-train").start()
+            elif isinstance(effect, Save):
+                self._save(effect.profile)
+        if effects:
+            self._publish()
+
+    def _lock(self, reason: str) -> None:
+        command = list(self.policy.locker_command) or None
+        result = lock_session(command)
+        self.audit.record("lock", reason=reason, method=result.method, locked=result.locked,
+                          verified=bool(result.verified))
+        if result.locked:
+            self._execute(self.pipeline.session_locked(True))
+        else:
+            log.error("could not lock the session: %s", result.detail)
+            self._execute(self.pipeline.lock_failed(result.method))
+
+    def _train(self, windows) -> None:
+        try:
+            from agent.model.detector import RankShift
+            detector = RankShift().fit(windows)
+            self._pending_profile = Profile(KeystrokeModel.from_detector(detector))
+        except Exception as exc:  # noqa: BLE001
+            log.exception("training failed")
+            self._training_error = type(exc).__name__
+
+    def _save(self, profile: Profile) -> None:
+        try:
+            self.store.save(profile)
+        except Exception as exc:  # noqa: BLE001 - keep protecting from memory
+            log.error("could not save the profile: %s", exc)
+            self.audit.record("store_error", reason="save-failed")
+
+    def _notify(self, title: str, body: str) -> None:
+        if not desktop.notify(title, body) and self.tray is not None:
+            self.tray.notify(title, body)
+
+    # -- status ------------------------------------------------------------------------------------
+    def status(self) -> dict:
+        out = dict(self.pipeline.status()) if self.pipeline else {"state": "starting"}
+        out.update({
+            "pid": os.getpid(), "version": __version__, "host": socket.gethostname(),
+            "key_protection": self.store.key_protection,
+            "key_note": self.store.key_protection_note,
+            "managed": sorted(self.settings.managed),
+            "policy_errors": list(self.settings.errors),
+            "action": self.policy.action,
+            "dropped_events": self.source.dropped,
+        })
+        return out
+
+    def _publish(self, force: bool = False, state: str | None = None) -> None:
+        status = self.status()
+        if state:
+            status["state"] = state
+        now = time.monotonic()
+        same = {k: v for k, v in status.items() if k != "updated"} == self._last_published
+        if same and not force and now - self._last_heartbeat < 30:
+            return
+        self._last_published = {k: v for k, v in status.items() if k != "updated"}
+        self._last_heartbeat = now
+        status["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        try:
+            private_dir(self.paths.runtime)
+            write_json_atomic(self.paths.state, status)
+        except OSError as exc:
+            log.error("cannot write %s: %s", self.paths.state, exc.strerror)
+        if self.tray is not None:
+            self.tray.show(status)

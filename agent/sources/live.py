@@ -1,0 +1,125 @@
+"""Live input from pynput's hooks: each callback does O(1) work and never blocks.
+
+A callback reads the monotonic clock, passes the key through the keymap (the only place its
+identity is seen), puts an Event on a bounded queue and returns. When the queue is full the
+event is dropped and counted: a slow consumer must never slow the desktop (on Windows a slow
+low-level hook is silently removed by the OS). One pipeline worker consumes the queue.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+from agent.events import Button, Event, Kind
+from agent.keymap import KeyTracker
+
+_BUTTONS = {"left": Button.LEFT, "right": Button.RIGHT, "middle": Button.MIDDLE}
+
+
+class CallbackTimer:
+    """Our own cost inside the hook callbacks, in ns (for `cadence bench`): a ring buffer."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.samples = [0] * size
+        self.count = 0
+
+    def add(self, ns: int) -> None:
+        self.samples[self.count % len(self.samples)] = ns
+        self.count += 1
+
+    def recent(self) -> list[int]:
+        return self.samples[: min(self.count, len(self.samples))]
+
+
+class LiveSource:
+    """Keyboard and mouse listeners feeding a bounded queue of Events."""
+
+    def __init__(self, maxsize: int = 8192, mouse: bool = True) -> None:
+        self.queue: queue.Queue[Event] = queue.Queue(maxsize=maxsize)
+        self.dropped = 0
+        self.keys_seen = 0
+        self.last_event_ns = 0
+        self.timer = CallbackTimer()
+        self.want_mouse = mouse
+        self._tracker = KeyTracker()
+        self._keyboard = None
+        self._mouse = None
+        self._lock = threading.Lock()
+
+    # -- callbacks (listener threads) --------------------------------------------------------
+    def _put(self, event: Event, started: int) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+        self.last_event_ns = event.t_ns
+        self.timer.add(time.perf_counter_ns() - started)
+
+    def on_press(self, key, injected: bool = False) -> None:
+        started = time.perf_counter_ns()
+        t = time.monotonic_ns()
+        cls, press_id, repeat = self._tracker.press(key)
+        self.keys_seen += 1
+        self._put(Event(t, Kind.DOWN, cls, press_id, injected=bool(injected), repeat=repeat),
+                  started)
+
+    def on_release(self, key, injected: bool = False) -> None:
+        started = time.perf_counter_ns()
+        t = time.monotonic_ns()
+        paired = self._tracker.release(key)
+        if paired is not None:
+            self._put(Event(t, Kind.UP, paired[0], paired[1], injected=bool(injected)), started)
+
+    def on_move(self, x, y, injected: bool = False) -> None:
+        started = time.perf_counter_ns()
+        self._put(Event(time.monotonic_ns(), Kind.MOVE, x=float(x), y=float(y),
+                        injected=bool(injected)), started)
+
+    def on_click(self, x, y, button, pressed, injected: bool = False) -> None:
+        started = time.perf_counter_ns()
+        kind = Kind.PRESS if pressed else Kind.RELEASE
+        self._put(Event(time.monotonic_ns(), kind, x=float(x), y=float(y),
+                        button=_BUTTONS.get(getattr(button, "name", ""), Button.NONE),
+                        injected=bool(injected)), started)
+
+    def on_scroll(self, x, y, dx, dy, injected: bool = False) -> None:
+        started = time.perf_counter_ns()
+        self._put(Event(time.monotonic_ns(), Kind.SCROLL, x=float(x), y=float(y),
+                        injected=bool(injected)), started)
+
+    # -- lifecycle (the agent's threads) -----------------------------------------------------
+    def start(self) -> None:
+        """Start (or restart) the listeners. Raises what pynput raises when input cannot be
+        captured (no display, no permission); the caller reports it as `degraded`."""
+        from pynput import keyboard, mouse
+        with self._lock:
+            self._stop_listeners()
+            self._tracker.reset()
+            self._keyboard = keyboard.Listener(on_press=self.on_press,
+                                               on_release=self.on_release)
+            self._keyboard.daemon = True
+            self._keyboard.start()
+            if self.want_mouse:
+                self._mouse = mouse.Listener(on_move=self.on_move, on_click=self.on_click,
+                                             on_scroll=self.on_scroll)
+                self._mouse.daemon = True
+                self._mouse.start()
+            self._keyboard.wait()
+            if self._mouse is not None:
+                self._mouse.wait()
+
+    def alive(self) -> bool:
+        listeners = [x for x in (self._keyboard, self._mouse) if x is not None]
+        return bool(listeners) and all(x.is_alive() for x in listeners)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_listeners()
+
+    def _stop_listeners(self) -> None:
+        for listener in (self._keyboard, self._mouse):
+            if listener is not None:
+                listener.stop()
+        self._keyboard = self._mouse = None

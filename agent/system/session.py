@@ -1,0 +1,338 @@
+"""Session state as the OS reports it: is the screen locked, how long since the last input, what
+kind of display is this.
+
+One function per concern, the per-OS code inside, each adapter thin. Every function answers
+``None`` when it cannot tell rather than guess, never raises, and never blocks for long: an X
+server that stopped answering must not stall the pipeline worker, so X queries run on a helper
+thread with a deadline.
+
+Linux/X11
+    idle time: the MIT-SCREEN-SAVER extension's ``QueryInfo`` (milliseconds since the last input
+    the server saw, from any client or device). Locked: a screen locker holds an active keyboard
+    grab, so our own ``XGrabKeyboard`` on the root window returns ``AlreadyGrabbed`` (or
+    ``GrabFrozen``); when our grab succeeds we release it at once. The X server's own screen
+    saver being *on* is reported by :func:`screensaver_active` but is not counted as locked: the
+    built-in saver only blanks, the next mouse move wakes it without a password (``xset s
+    activate`` and a generic ``xdg-screensaver`` do just that). A real locker started by the saver
+    (xss-lock + i3lock, xscreensaver, light-locker) holds the grab, and that is what we check.
+    Known false positive: another application holding an active keyboard grab (an open menu, a
+    game or VM viewer in fullscreen, a remote-desktop client) reads as locked while it holds it.
+Linux/Wayland
+    X grabs and XWayland's idle counter do not see native clients, so the answers come from
+    systemd-logind's ``LockedHint`` and the desktop's ``ScreenSaver.GetActive`` over D-Bus, and
+    idle time from GNOME's ``org.gnome.Mutter.IdleMonitor``; where none answers, ``None``.
+Windows
+    idle: ``GetLastInputInfo``; locked: the input desktop is not ``Default`` (or cannot be opened).
+macOS
+    idle: ``CGEventSourceSecondsSinceLastEventType``; locked: ``CGSSessionScreenIsLocked`` in
+    ``CGSessionCopyCurrentDictionary``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+X_QUERY_TIMEOUT_S = 2.0
+SUBPROCESS_TIMEOUT_S = 2.0
+
+
+# --------------------------------------------------------------------------- common helpers
+def _with_deadline(fn: Callable[[], T], timeout_s: float) -> T | None:
+    """Run ``fn`` on a daemon thread; ``None`` if it raises or does not finish in time (a hung X
+    server then strands one daemon thread, not the caller)."""
+    box: list = []
+
+    def run() -> None:
+        try:
+            box.append(fn())
+        except Exception:  # noqa: BLE001 - any failure means "cannot tell"
+            pass
+
+    worker = threading.Thread(target=run, name="cadence-session-query", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    return box[0] if box else None
+
+
+def _run(argv: list[str], timeout_s: float = SUBPROCESS_TIMEOUT_S,
+         env: dict | None = None) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout_s, env=env, check=False)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+
+
+def session_bus_address() -> str | None:
+    """The user's D-Bus session bus, if one is known without starting one. (With ``DISPLAY`` set
+    and no address, libdbus and GDBus would *autolaunch* a bus that outlives us; callers must not
+    talk D-Bus when this is ``None``.)"""
+    address = os.environ.get("DBUS_SESSION_BUS_ADDRESS", "")
+    if address and not address.startswith("disabled:"):
+        return address
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime, "bus").is_socket():
+        return f"unix:path={Path(runtime, 'bus')}"
+    return None
+
+
+def dbus_env() -> dict | None:
+    """Environment for a D-Bus client subprocess: the known session bus, or ``None`` if none."""
+    address = session_bus_address()
+    if address is None:
+        return None
+    return {**os.environ, "DBUS_SESSION_BUS_ADDRESS": address}
+
+
+def logind_session_available() -> bool:
+    """systemd-logind manages seats here (the ``sd_booted`` test plus seats) and loginctl exists."""
+    return Path("/run/systemd/seats").is_dir() and shutil.which("loginctl") is not None
+
+
+def _logind_session_id() -> str:
+    return os.environ.get("XDG_SESSION_ID") or "auto"
+
+
+# --------------------------------------------------------------------------- display kind
+def display_kind() -> str:
+    """``"x11"``, ``"wayland"`` (no X server at all), ``"xwayland"`` (a Wayland session with an X
+    server for legacy clients: X-based hooks and checks see only those clients), ``"none"`` (no
+    display: a service, SSH or CI), ``"windows"`` or ``"macos"``."""
+    if sys.platform == "win32":
+        return "windows"
+    if sys.platform == "darwin":
+        return "macos"
+    wayland = bool(os.environ.get("WAYLAND_DISPLAY")) or \
+        os.environ.get("XDG_SESSION_TYPE", "").lower() == "wayland"
+    x11 = bool(os.environ.get("DISPLAY"))
+    if wayland and x11:
+        return "xwayland"
+    if wayland:
+        return "wayland"
+    if x11:
+        return "x11"
+    return "none"
+
+
+# --------------------------------------------------------------------------- Linux / X11
+def _x_query(what: str, display_name: str | None):
+    from Xlib import X, display as xdisplay  # pynput's dependency on Linux; imported lazily
+
+    d = xdisplay.Display(display_name)
+    try:
+        root = d.screen().root
+        if what == "idle":
+            if not d.has_extension("MIT-SCREEN-SAVER"):
+                return None
+            return root.screensaver_query_info().idle / 1000.0
+        if what == "saver":
+            if not d.has_extension("MIT-SCREEN-SAVER"):
+                return None
+            return root.screensaver_query_info().state == 1  # ScreenSaverOn
+        if what == "grabbed":
+            status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeAsync, X.CurrentTime)
+            if status == X.GrabSuccess:
+                d.ungrab_keyboard(X.CurrentTime)
+                d.sync()
+                return False
+            if status in (X.AlreadyGrabbed, X.GrabFrozen):
+                return True
+            return None  # GrabInvalidTime / GrabNotViewable: says nothing about a locker
+        raise ValueError(what)
+    finally:
+        d.close()
+
+
+def _x11(what: str, display_name: str | None = None):
+    return _with_deadline(lambda: _x_query(what, display_name), X_QUERY_TIMEOUT_S)
+
+
+def x_keyboard_grabbed(display_name: str | None = None) -> bool | None:
+    """Does another X client hold an active keyboard grab (what a screen locker does)?"""
+    return _x11("grabbed", display_name)
+
+
+def screensaver_active(display_name: str | None = None) -> bool | None:
+    """Is the X server's screen saver on (blanked)? Not the same as locked: see the module doc."""
+    if sys.platform in ("win32", "darwin") or not (display_name or os.environ.get("DISPLAY")):
+        return None
+    return _x11("saver", display_name)
+
+
+# --------------------------------------------------------------------------- Linux / D-Bus, logind
+def _logind_locked_hint() -> bool | None:
+    if not logind_session_available():
+        return None
+    done = _run(["loginctl", "show-session", _logind_session_id(), "-p", "LockedHint", "--value"])
+    if done is None or done.returncode != 0:
+        return None
+    value = done.stdout.strip().lower()
+    return {"yes": True, "no": False}.get(value)
+
+
+def _dbus_call(dest: str, path: str, method: str, *args: str) -> str | None:
+    env = dbus_env()
+    if env is None or shutil.which("dbus-send") is None:
+        return None
+    done = _run(["dbus-send", "--session", "--print-reply", "--reply-timeout=1500", f"--dest={dest}",
+                 path, method, *args], env=env)
+    if done is None or done.returncode != 0:
+        return None
+    return done.stdout
+
+
+def _dbus_screensaver_active() -> bool | None:
+    for dest, path in (("org.freedesktop.ScreenSaver", "/org/freedesktop/ScreenSaver"),
+                       ("org.gnome.ScreenSaver", "/org/gnome/ScreenSaver")):
+        reply = _dbus_call(dest, path, f"{dest}.GetActive")
+        if reply is not None:
+            if "boolean true" in reply:
+                return True
+            if "boolean false" in reply:
+                return False
+    return None
+
+
+def _mutter_idle_seconds() -> float | None:
+    reply = _dbus_call("org.gnome.Mutter.IdleMonitor", "/org/gnome/Mutter/IdleMonitor/Core",
+                       "org.gnome.Mutter.IdleMonitor.GetIdletime")
+    if reply is None:
+        return None
+    for token in reply.split():
+        if token.isdigit():
+            return int(token) / 1000.0
+    return None
+
+
+def _linux_screen_locked() -> bool | None:
+    kind = display_kind()
+    if kind == "x11":
+        grabbed = x_keyboard_grabbed()
+        if grabbed is not None:
+            return grabbed
+    # Wayland, or X not answering: the session manager's view.
+    hint = _logind_locked_hint()
+    if hint is not None:
+        return hint
+    return _dbus_screensaver_active()
+
+
+def _linux_idle_seconds() -> float | None:
+    kind = display_kind()
+    if kind == "x11":
+        return _x11("idle")
+    if kind in ("wayland", "xwayland"):
+        return _mutter_idle_seconds()
+    return None
+
+
+# --------------------------------------------------------------------------- Windows
+def _windows_idle_seconds() -> float | None:
+    import ctypes
+    from ctypes import wintypes
+
+    class LASTINPUTINFO(ctypes.Structure):
+        _fields_ = [("cbSize", wintypes.UINT), ("dwTime", wintypes.DWORD)]
+
+    info = LASTINPUTINFO(cbSize=ctypes.sizeof(LASTINPUTINFO))
+    if not ctypes.windll.user32.GetLastInputInfo(ctypes.byref(info)):
+        return None
+    now = ctypes.windll.kernel32.GetTickCount() & 0xFFFFFFFF
+    return ((now - info.dwTime) & 0xFFFFFFFF) / 1000.0  # both wrap at 2**32 ms
+
+
+def _windows_screen_locked() -> bool | None:
+    import ctypes
+    from ctypes import wintypes
+
+    user32 = ctypes.windll.user32
+    user32.OpenInputDesktop.restype = wintypes.HANDLE
+    desktop = user32.OpenInputDesktop(0, False, 0x0100)  # DESKTOP_SWITCHDESKTOP
+    if not desktop:
+        return True  # the input desktop is Winlogon's secure desktop: we may not open it
+    try:
+        name = ctypes.create_unicode_buffer(256)
+        needed = wintypes.DWORD()
+        if not user32.GetUserObjectInformationW(desktop, 2, name, ctypes.sizeof(name),  # UOI_NAME
+                                                ctypes.byref(needed)):
+            return None
+        return name.value.lower() != "default"
+    finally:
+        user32.CloseDesktop(desktop)
+
+
+# --------------------------------------------------------------------------- macOS
+def _macos_idle_seconds() -> float | None:
+    import ctypes
+    import ctypes.util
+
+    cg = ctypes.CDLL(ctypes.util.find_library("CoreGraphics") or
+                     "/System/Library/Frameworks/CoreGraphics.framework/CoreGraphics")
+    fn = cg.CGEventSourceSecondsSinceLastEventType
+    fn.restype = ctypes.c_double
+    fn.argtypes = [ctypes.c_int32, ctypes.c_uint32]
+    # kCGEventSourceStateHIDSystemState, kCGAnyInputEventType
+    return float(fn(1, 0xFFFFFFFF))
+
+
+def _macos_screen_locked() -> bool | None:
+    import ctypes
+    import ctypes.util
+
+    cf = ctypes.CDLL(ctypes.util.find_library("CoreFoundation") or
+                     "/System/Library/Frameworks/CoreFoundation.framework/CoreFoundation")
+    cg = ctypes.CDLL(ctypes.util.find_library("CoreGraphics") or
+                     "/System/Library/Frameworks/CoreGraphics.framework/CoreGraphics")
+    vp = ctypes.c_void_p
+    cg.CGSessionCopyCurrentDictionary.restype = vp
+    cf.CFStringCreateWithCString.restype = vp
+    cf.CFStringCreateWithCString.argtypes = [vp, ctypes.c_char_p, ctypes.c_uint32]
+    cf.CFDictionaryGetValue.restype = vp
+    cf.CFDictionaryGetValue.argtypes = [vp, vp]
+    cf.CFBooleanGetValue.restype = ctypes.c_bool
+    cf.CFBooleanGetValue.argtypes = [vp]
+    cf.CFRelease.argtypes = [vp]
+
+    session = cg.CGSessionCopyCurrentDictionary()
+    if not session:
+        return None  # not in a GUI login session
+    key = cf.CFStringCreateWithCString(None, b"CGSSessionScreenIsLocked", 0x08000100)  # UTF-8
+    try:
+        value = cf.CFDictionaryGetValue(session, key)
+        return bool(value) and bool(cf.CFBooleanGetValue(value))  # key absent: not locked
+    finally:
+        cf.CFRelease(key)
+        cf.CFRelease(session)
+
+
+# --------------------------------------------------------------------------- public API
+def screen_locked() -> bool | None:
+    """Is the user's session locked? ``None`` when this session gives no way to tell."""
+    try:
+        if sys.platform == "win32":
+            return _windows_screen_locked()
+        if sys.platform == "darwin":
+            return _macos_screen_locked()
+        return _linux_screen_locked()
+    except Exception:  # noqa: BLE001 - an adapter failing means "cannot tell"
+        return None
+
+
+def idle_seconds() -> float | None:
+    """Seconds since the last user input the OS saw (from any device or app), or ``None``."""
+    try:
+        if sys.platform == "win32":
+            return _windows_idle_seconds()
+        if sys.platform == "darwin":
+            return _macos_idle_seconds()
+        return _linux_idle_seconds()
+    except Exception:  # noqa: BLE001
+        return None

@@ -1,0 +1,122 @@
+"""The tray icon: a view of the agent's state, drawn with Pillow, run by pystray.
+
+The icon's picture and tooltip show the state; the menu offers status, pause (if policy
+allows), the audit log, about, and quit (if policy allows). ``Icon.run`` owns the main thread
+(macOS requires it); everything else runs on other threads and calls :meth:`Tray.show`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import lru_cache
+
+from PIL import Image, ImageDraw
+
+log = logging.getLogger(__name__)
+
+COLOURS = {
+    "learning": (66, 133, 244), "protecting": (52, 168, 83), "alert": (251, 188, 5),
+    "locked": (234, 67, 53), "paused": (154, 160, 166), "degraded": (255, 109, 0),
+    "error": (120, 40, 40), "starting": (154, 160, 166),
+}
+
+
+@lru_cache(maxsize=64)
+def icon_image(state: str, progress: int = 0, size: int = 64) -> Image.Image:
+    """A crisp square icon: a shield-like disc in the state's colour; learning shows its
+    progress as a filled arc, paused two bars, alert and locked a bar across."""
+    scale = 4  # draw large, downsample: crisp edges at 16-64 px
+    big = size * scale
+    img = Image.new("RGBA", (big, big), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    colour = COLOURS.get(state, COLOURS["error"])
+    pad = big // 16
+    box = (pad, pad, big - pad, big - pad)
+    if state == "learning":
+        draw.ellipse(box, fill=(220, 230, 245, 255))
+        draw.pieslice(box, -90, -90 + int(360 * max(0, min(progress, 100)) / 100), fill=colour)
+    else:
+        draw.ellipse(box, fill=colour)
+    inner = big // 4
+    if state == "paused":
+        w = big // 10
+        for x in (big // 2 - 2 * w, big // 2 + w):
+            draw.rectangle((x, inner, x + w, big - inner), fill="white")
+    elif state in ("alert", "locked", "error", "degraded"):
+        draw.rectangle((inner, big // 2 - big // 14, big - inner, big // 2 + big // 14),
+                       fill="white")
+    elif state == "protecting":
+        draw.ellipse((big // 2 - big // 8, big // 2 - big // 8, big // 2 + big // 8,
+                      big // 2 + big // 8), fill="white")
+    return img.resize((size, size), Image.LANCZOS)
+
+
+def tooltip(status: dict) -> str:
+    state = status.get("state", "starting")
+    text = f"Cadence: {state}"
+    if state == "learning":
+        text += f" {status.get('progress', 0)}%"
+    reason = status.get("detail") or status.get("reason")
+    if reason:
+        text += f": {reason}"
+    return text
+
+
+class Tray:
+    """pystray icon; ``actions`` maps menu entries to callables run by the agent."""
+
+    def __init__(self, actions: dict[str, Callable[[], None]], allow_pause: bool,
+                 allow_quit: bool) -> None:
+        import pystray
+        self._pystray = pystray
+        self.actions = actions
+        self._shown: tuple | None = None
+        items = [pystray.MenuItem(lambda _: tooltip(self._status), None, enabled=False),
+                 pystray.MenuItem("Show status", self._do("status"))]
+        if allow_pause:
+            items.append(pystray.MenuItem("Pause protection", self._do("pause")))
+        items += [pystray.MenuItem("Open audit log", self._do("open_log")),
+                  pystray.MenuItem("About Cadence", self._do("about"))]
+        if allow_quit:
+            items.append(pystray.MenuItem("Quit", self._do("quit")))
+        self._status: dict = {"state": "starting"}
+        self.icon = pystray.Icon("cadence", icon_image("starting"), tooltip(self._status),
+                                 menu=pystray.Menu(*items))
+
+    def _do(self, name: str):
+        def handler(icon=None, item=None):
+            action = self.actions.get(name)
+            if action is not None:
+                action()
+        return handler
+
+    def show(self, status: dict) -> None:
+        """Update picture and tooltip (any thread); cheap when nothing visible changed."""
+        self._status = status
+        key = (status.get("state"), status.get("progress", 0) // 5, status.get("reason"))
+        if key == self._shown:
+            return
+        self._shown = key
+        self.icon.icon = icon_image(status.get("state", "error"), int(status.get("progress", 0)))
+        self.icon.title = tooltip(status)
+        try:
+            self.icon.update_menu()
+        except Exception:  # some backends have no menu (xorg)
+            pass
+
+    def notify(self, title: str, message: str) -> None:
+        try:
+            self.icon.notify(message, title)
+        except Exception:
+            log.debug("tray notification unavailable on this backend")
+
+    def run(self, setup: Callable[[], None]) -> None:
+        """Run the icon on this (main) thread; ``setup`` starts the agent beside it."""
+        def _setup(icon):
+            icon.visible = True
+            setup()
+        self.icon.run(setup=_setup)
+
+    def stop(self) -> None:
+        self.icon.stop()

@@ -1,0 +1,224 @@
+"""The live agent end to end, for real: Xvfb, XTest input replayed from real typists, the
+agent's own pynput hooks, a real screen locker (i3lock), a tray host (trayer).
+
+Stages run in order on one agent home: learn a real Aalto participant's typing (replayed at
+their recorded timing, twice as fast to keep CI short; every timing scales alike), keep
+protecting while the same person types on, lock when another participant types, see the lock
+from another X client, leave no trace of a typed canary, and refuse a tampered profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.evaluation.xreplay import XTyper
+from agent.features.keystroke import window_vector
+from agent.model.detector import RankShift
+from agent.sources.datasets import aalto
+
+pytestmark = pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("i3lock")),
+                                reason="needs Xvfb and i3lock (apt-get install xvfb i3lock)")
+
+SPEED = 2.0
+ENROL_KEYS = 500
+CANARY = "zqxj vbwk pfyg"
+
+
+def wait_for(predicate, timeout_s: float, every_s: float = 0.2):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every_s)
+    return None
+
+
+def pick_pair(folder: Path):
+    """A genuine typist and an impostor the offline model separates with a margin, so the
+    test checks the live agent's plumbing and decisions, not the odds of a hard pair."""
+    people, _ = aalto.load(folder, users=40, seed=5)
+    people = [p for p in people if len(p.sessions) >= 15]
+    vectors = {p.user: np.array([window_vector(s) for s in p.sessions]) for p in people}
+    for genuine in people:
+        det = RankShift().fit(vectors[genuine.user][:10])
+        if det.decision_function(vectors[genuine.user][10:]).max() > np.median(det.decision_scores_) * 1.3:
+            continue
+        for other in people:
+            if other is not genuine and \
+                    det.decision_function(vectors[other.user]).min() > 2.5 * det.threshold_:
+                return genuine, other
+    pytest.skip("no clearly separable pair in the sample")
+
+
+class Agent:
+    def __init__(self, home: Path, display: str) -> None:
+        self.home = home
+        self.env = {**os.environ, "DISPLAY": display, "CADENCE_HOME": str(home),
+                    "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+                    "MPLCONFIGDIR": str(home / "mpl")}
+        for name in ("PYNPUT_BACKEND", "PYSTRAY_BACKEND", "DBUS_SESSION_BUS_ADDRESS"):
+            self.env.pop(name, None)
+        self.proc = None
+
+    def start(self) -> None:
+        self.log = open(self.home / "agent-stderr.log", "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--enrol-keystrokes", str(ENROL_KEYS)],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        assert wait_for(lambda: self.status().get("state") not in (None, "not running",
+                                                                   "starting"), 30), \
+            "agent did not start"
+
+    def status(self) -> dict:
+        out = subprocess.run([sys.executable, "-m", "agent", "status", "--json"], env=self.env,
+                             capture_output=True, text=True, timeout=30)
+        return json.loads(out.stdout) if out.stdout.strip() else {}
+
+    def audit(self) -> list[dict]:
+        path = self.home / "logs" / "audit.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def desktop(xserver):
+    tray = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype",
+                             "pixel", "--width", "96", "--height", "32"],
+                            env={**os.environ, "DISPLAY": xserver.name},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True) if shutil.which("trayer") else None
+    yield xserver
+    if tray:
+        os.killpg(tray.pid, signal.SIGKILL)
+    subprocess.run(["pkill", "-KILL", "-f", f"i3lock.*{xserver.name}"], check=False)
+
+
+@pytest.fixture(scope="module")
+def scenario(desktop, aalto_dir, tmp_path_factory):
+    home = tmp_path_factory.mktemp("agent-home")
+    (home / "config").mkdir()
+    (home / "config" / "settings.toml").write_text('locker_command = ["i3lock", "-n"]\n')
+    genuine, impostor = pick_pair(aalto_dir)
+    agent = Agent(home, desktop.name)
+    typer = XTyper(desktop.name)
+    yield {"agent": agent, "typer": typer, "genuine": genuine, "impostor": impostor,
+           "display": desktop.name, "home": home}
+    typer.close()
+    agent.stop()
+
+
+def tray_picture(display: str) -> bytes:
+    from Xlib import X, display as xdisplay
+    d = xdisplay.Display(display)
+    image = d.screen().root.get_image(1280 - 96, 0, 96, 32, X.ZPixmap, 0xFFFFFFFF)
+    d.close()
+    return image.data
+
+
+def x_keyboard_grab_status(display: str) -> int:
+    from Xlib import X, display as xdisplay
+    d = xdisplay.Display(display)
+    status = d.screen().root.grab_keyboard(True, X.GrabModeAsync, X.GrabModeAsync, X.CurrentTime)
+    if status == X.GrabSuccess:
+        d.ungrab_keyboard(X.CurrentTime)
+    d.sync()
+    d.close()
+    return status
+
+
+def test_learns_the_user_then_protects(scenario):
+    agent, typer = scenario["agent"], scenario["typer"]
+    agent.start()
+    assert agent.status()["state"] == "learning"
+    before = tray_picture(scenario["display"])
+    typer.type_text(CANARY)  # typed while learning: goes through the whole enrolment path
+    sessions = scenario["genuine"].sessions
+    for session in sessions[:10]:
+        typer.replay(session, speed=SPEED)
+        if agent.status().get("state") == "protecting":
+            break
+    assert wait_for(lambda: agent.status().get("state") == "protecting", 30), agent.status()
+    assert wait_for(lambda: tray_picture(scenario["display"]) != before, 10), \
+        "the tray icon did not change with the state"
+    kinds = [entry["kind"] for entry in agent.audit()]
+    assert "enrolment" in kinds
+
+
+def test_same_person_typing_on_is_not_locked(scenario):
+    agent, typer = scenario["agent"], scenario["typer"]
+    for session in scenario["genuine"].sessions[10:]:
+        typer.replay(session, speed=SPEED)
+    time.sleep(1)
+    status = agent.status()
+    assert status["state"] == "protecting", status
+    assert not [e for e in agent.audit() if e["kind"] in ("lock", "impostor")]
+    from Xlib import X
+    assert x_keyboard_grab_status(scenario["display"]) == X.GrabSuccess
+
+
+def test_another_person_typing_is_locked_out(scenario):
+    agent, typer = scenario["agent"], scenario["typer"]
+    for session in scenario["impostor"].sessions[-8:]:
+        typer.replay(session, speed=SPEED)
+        if agent.status().get("state") == "locked":
+            break
+    from Xlib import X
+    assert wait_for(lambda: x_keyboard_grab_status(scenario["display"]) == X.AlreadyGrabbed, 10)
+    locks = [e for e in agent.audit() if e["kind"] == "lock"]
+    assert locks and locks[-1]["locked"] is True and locks[-1]["reason"] == "impostor"
+    assert wait_for(lambda: agent.status().get("state") == "locked", 10)
+    subprocess.run(["pkill", "-KILL", "-x", "i3lock"], check=False)
+    assert wait_for(lambda: agent.status().get("state") == "protecting", 15)
+
+
+def test_no_trace_of_typed_text(scenario):
+    agent = scenario["agent"]
+    agent.stop()
+    grams = {CANARY[i:i + 4] for i in range(len(CANARY) - 3)}
+    home = scenario["home"]
+    blobs = [p.read_bytes() for p in home.rglob("*") if p.is_file() and "mpl" not in p.parts]
+    env = {**agent.env}
+    out = subprocess.run([sys.executable, "-c",
+                          "from agent.store import ProfileStore; import sys;"
+                          f"sys.stdout.write(ProfileStore({str(home / 'data')!r}).load().to_json().decode())"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and '"cadence-profile"' in out.stdout
+    blobs.append(out.stdout.encode())
+    for blob in blobs:
+        text = blob.decode("utf-8", "replace")
+        assert not [g for g in grams if g in text]
+
+
+def test_tampered_profile_is_refused_and_relearned(scenario):
+    agent = scenario["agent"]
+    profile = scenario["home"] / "data" / "profile.enc"
+    data = bytearray(profile.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    profile.write_bytes(bytes(data))
+    agent.start()
+    assert wait_for(lambda: [e for e in agent.audit() if e["kind"] == "tamper"], 15)
+    assert agent.status()["state"] == "learning"
+    assert list((scenario["home"] / "data").glob("profile.enc.tampered-*"))
+    second = subprocess.run([sys.executable, "-m", "agent", "run", "--no-tray"], env=agent.env,
+                            capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1 and "already running" in second.stderr

@@ -1,0 +1,56 @@
+"""Settings layers and validation: defaults < user < managed; bad values named, never fatal."""
+
+import pytest
+
+from agent import policy
+from agent.policy import Policy, PolicyError, merge, validate
+
+
+def test_defaults_are_safe():
+    p = Policy()
+    assert p.action == "lock" and p.injection_action == "lock" and p.sensitivity == 1.0
+
+
+def test_managed_keys_win_and_are_reported():
+    s = merge([("user", {"action": "observe", "pause_minutes": 30}, False),
+               ("managed", {"action": "lock", "allow_quit": False}, True)])
+    assert s.policy.action == "lock" and s.policy.pause_minutes == 30
+    assert s.policy.allow_quit is False
+    assert s.managed == {"action", "allow_quit"}
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("action", "explode", "must be one of observe, alert, lock"),
+    ("sensitivity", 9, "outside 0.5..2.0"),
+    ("sensitivity", "high", "not a number"),
+    ("allow_pause", "yes", "not true or false"),
+    ("locker_command", "i3lock", "list of strings"),
+    ("colour", "red", "unknown setting 'colour'"),
+])
+def test_bad_values_are_named_with_key_value_and_source(key, value, message):
+    with pytest.raises(PolicyError, match=message) as info:
+        validate(key, value, "/etc/cadence/policy.toml")
+    assert "/etc/cadence/policy.toml" in str(info.value)
+
+
+def test_a_bad_value_keeps_the_lower_layer_and_is_reported():
+    s = merge([("user", {"sensitivity": 1.5}, False),
+               ("managed", {"sensitivity": 7, "action": "alert"}, True)])
+    assert s.policy.sensitivity == 1.5 and s.policy.action == "alert"
+    assert len(s.errors) == 1 and "sensitivity = 7" in s.errors[0]
+
+
+def test_files_are_read_and_broken_files_reported(tmp_path):
+    user = tmp_path / "settings.toml"
+    user.write_text('action = "alert"\nlocker_command = ["i3lock", "-n"]\n')
+    managed = tmp_path / "policy.toml"
+    managed.write_text("this is not = = toml")
+    values, errors = policy.read_toml(managed)
+    s = policy.load(user, managed=(str(managed), values, errors))
+    assert s.policy.action == "alert" and s.policy.locker_command == ("i3lock", "-n")
+    assert s.errors and str(managed) in s.errors[0]
+    assert policy.load(tmp_path / "missing.toml", managed=("m", {}, [])).policy == Policy()
+
+
+def test_registry_style_dwords_are_booleans():
+    assert validate("allow_pause", 0, "HKLM") is False
