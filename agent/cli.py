@@ -216,6 +216,24 @@ def cmd_doctor(args) -> int:
     return 1 if any(item["level"] == "fail" for item in results) else 0
 
 
+def cmd_eval_protocol(args) -> int:
+    """eval continuous / injection: the protocol module's evaluate() and summary_lines()."""
+    import importlib
+    module = importlib.import_module(f"agent.evaluation.{args.protocol}")
+    people, report = _load(args)
+    options = {"seed": args.seed}
+    if args.protocol == "continuous":
+        options["enrol"] = args.enrol
+    if args.protocol == "injection":
+        options["policy"] = args.sensitivity
+    with _progress(len(people), f"{args.protocol} eval") as bar:
+        result = module.evaluate(people, progress=bar.update, **options)
+    result["load"] = report.as_dict()
+    _report(result, args, f"{args.protocol.capitalize()}, {args.format}, seed {args.seed}:",
+            module.summary_lines(result))
+    return 0
+
+
 def _eval_parser(sub, name: str, formats: list[str], handler, help_text: str):
     p = sub.add_parser(name, help=help_text)
     p.add_argument("dir", help="dataset or recordings folder")
@@ -237,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     ks = _eval_parser(protocols, "keystroke", ["aalto", "recording"], cmd_eval_keystroke,
                       "free-text keystroke EER")
     ks.add_argument("--enrol", type=int, default=10, help="enrolment sessions (default 10)")
+    cont = _eval_parser(protocols, "continuous", ["aalto", "recording"], cmd_eval_protocol,
+                        "continuous authentication: ANIA, ANGA")
+    cont.add_argument("--enrol", type=int, default=10, help="enrolment sessions (default 10)")
+    inj = _eval_parser(protocols, "injection", ["aalto", "recording"], cmd_eval_protocol,
+                       "keystroke injection: human false positives, keys to detect")
+    inj.add_argument("--sensitivity", choices=["relaxed", "balanced", "strict"],
+                     default="balanced", help="injection rule preset (default balanced)")
 
     run = commands.add_parser("run", help="start the agent (tray included)")
     run.add_argument("--no-tray", action="store_true", help="headless: no tray icon")

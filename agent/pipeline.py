@@ -12,9 +12,12 @@ sentence; windows broken by a pause of more than ``WINDOW_BREAK_S`` are dropped 
 The profile is trained when ``policy.enrol_keystrokes`` keys were typed *and* the enrolment
 passes the quality check (:func:`enrolment_quality`); until then learning goes on.
 
-Protecting: every ``decision.STEP`` keystrokes the last ``decision.WINDOW`` keystrokes are
-scored against the profile and the trust level updated (:mod:`agent.decision`). Windows that
-scored clearly genuine adapt the profile; nothing else ever does. Injected input the policy
+Protecting: as :class:`agent.decision.ScoringWindow` says (every 10 keystrokes, over the last
+up to 200 since the stream restarted) the window is scored against the profile and the trust
+level updated (:mod:`agent.decision`). The stream restarts after a pause of ``WINDOW_BREAK_S``,
+an unlock or a pause, so a new person at the keyboard is judged on their own typing. Windows
+that scored clearly genuine adapt the profile (at most once per window's worth of new keys);
+nothing else ever does. Injected input the policy
 allows (remote desktop, password managers) is neither scored nor learned; a keystroke
 injection detection locks at once and discards the keys that follow it.
 """
@@ -108,7 +111,10 @@ class Pipeline:
         self.profile = profile
         self.state = "learning" if profile is None else "protecting"
         self.reason: str | None = None
-        self.trust = decision.initial() if profile else None
+        self.window = decision.ScoringWindow()
+        self.trust_policy = decision.TrustPolicy(sensitivity=policy.sensitivity)
+        self.thresholds = self._thresholds(profile)
+        self.trust = decision.reset()
         self.last_score: float | None = None
         self.last_verdict = "ok"
         self.enrol_windows: list[np.ndarray] = []
@@ -118,7 +124,9 @@ class Pipeline:
         self.adaptations = 0
         self._events: deque[Event] = deque()
         self._keys_in_buffer = 0
-        self._since_score = 0
+        self._typed = 0
+        self._last_scored: int | None = None
+        self._last_adapted = 0
         self._last_key_ns: int | None = None
         self._before_pause = self.state
 
@@ -134,8 +142,8 @@ class Pipeline:
                "detail": REASONS.get(self.reason) if self.reason else None,
                "verdict": self.last_verdict, "enrol_keystrokes": self.enrol_keys,
                "enrol_needed": self.policy.enrol_keystrokes, "quality": self.quality}
-        if self.trust is not None:
-            out["trust"] = round(float(decision.trust_of(self.trust)), 2)
+        if self.profile is not None:
+            out["trust"] = round(self.trust.trust, 2)
         if self.last_score is not None:
             out["last_score"] = round(self.last_score, 4)
         return out
@@ -155,16 +163,25 @@ class Pipeline:
                 self._clear_buffer()
             self._last_key_ns = event.t_ns
             self._keys_in_buffer += 1
-            self._since_score += 1
+            self._typed += 1
         self._events.append(event)
         if self.profile is None:
             return self._learn()
         return self._protect()
 
     def _clear_buffer(self) -> None:
+        """Restart the stream: the next window holds only what is typed from now on."""
         self._events.clear()
         self._keys_in_buffer = 0
-        self._since_score = 0
+        self._typed = 0
+        self._last_scored = None
+        self._last_adapted = 0
+
+    def _thresholds(self, profile: Profile | None):
+        if profile is None:
+            return None
+        return decision.thresholds_from_calibration(profile.keystroke.calibration,
+                                                    self.trust_policy)
 
     def _trim(self, keys: int) -> None:
         """Keep the events of the last ``keys`` keystrokes (plus their pending releases)."""
@@ -199,7 +216,8 @@ class Pipeline:
         self.profile = profile
         self.training = False
         self.enrol_windows = []
-        self.trust = decision.initial()
+        self.thresholds = self._thresholds(profile)
+        self.trust = decision.reset()
         self.state = "protecting"
         self._clear_buffer()
         return [Save(profile), Audit("state", {"state": "protecting",
@@ -209,22 +227,23 @@ class Pipeline:
 
     # -- protecting -----------------------------------------------------------------------------
     def _protect(self) -> list:
-        self._trim(decision.WINDOW)
-        if self._keys_in_buffer < decision.WINDOW or self._since_score < decision.STEP:
+        self._trim(self.window.size)
+        if not decision.is_due(self._typed, self._last_scored, self.window):
             return []
-        self._since_score = 0
+        self._last_scored = self._typed
         vector = window_vector(self._events)
         model = self.profile.keystroke
         score = float(model.score(vector[None, :], self.weights)[0])
         self.last_score = score
-        self.trust, verdict = decision.update(self.trust, score, model.calibration,
-                                              self.policy.sensitivity)
+        self.trust = decision.update(self.trust, score, self.thresholds, self.trust_policy)
         effects = []
-        if decision.adapt_ok(score, model.calibration, self.trust):
+        if self._typed - self._last_adapted >= self.window.size and \
+                decision.may_adapt(self.trust, score, self.thresholds, self.trust_policy):
+            self._last_adapted = self._typed
             self._adapt(model, vector)
             if self.adaptations % SAVE_EVERY_ADAPTATIONS == 0:
                 effects.append(Save(self.profile))
-        effects += self._verdict(verdict, score)
+        effects += self._verdict(self.trust.verdict.value, score)
         return effects
 
     def _adapt(self, model: KeystrokeModel, vector: np.ndarray) -> None:
@@ -240,8 +259,10 @@ class Pipeline:
     def _verdict(self, verdict: str, score: float) -> list:
         previous, self.last_verdict = self.last_verdict, verdict
         fields = {"verdict": verdict, "score": round(score, 4),
-                  "trust": round(float(decision.trust_of(self.trust)), 2)}
+                  "trust": round(self.trust.trust, 2)}
         if verdict == "impostor":
+            if previous == "impostor":
+                return []
             return self._act(self.policy.action, "impostor", fields,
                              "Someone else may be typing on this session")
         if verdict == "suspect" and previous == "ok":
@@ -268,6 +289,8 @@ class Pipeline:
 
     def _injection(self, detection) -> list:
         self._clear_buffer()
+        self.trust = decision.with_verdict(self.trust, decision.Verdict.INJECTION)
+        self.last_verdict = "injection"
         fields = {"verdict": "injection", "rule": detection.rule,
                   "keys_observed": detection.keys_observed,
                   "recent_gaps_ms": list(detection.recent_gaps_ms),
@@ -288,8 +311,7 @@ class Pipeline:
             self.state = self._before_pause
             self.reason = None
             self.last_verdict = "ok"
-            if self.profile is not None:
-                self.trust = decision.initial()
+            self.trust = decision.reset()
             return [Audit("state", {"state": self.state})]
         return []
 

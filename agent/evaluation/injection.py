@@ -64,7 +64,8 @@ class UkipRule:
         if event.kind != Kind.DOWN or event.repeat:
             return False
         last, self._last = self._last, event.t_ns
-        self._run = self._run + 1 if last is not None and 0 <= event.t_ns - last <= self.max_gap_ns else 0
+        fast = last is not None and 0 <= event.t_ns - last <= self.max_gap_ns
+        self._run = self._run + 1 if fast else 0
         if self._run >= self.window - 1:
             self._run = 0
             return True
@@ -151,9 +152,9 @@ def injected_keys(rng: np.random.Generator, injector: str, t0_ns: int, first_id:
         gaps = np.full(chars, period)
         holds = rng.uniform(0.2, 0.8, size=chars) * min(period, 10.0)
     gaps[0] = 0.0
-    press_ms = t0_ns / _NS_PER_MS + np.cumsum(gaps)
-    down = (np.floor(press_ms) * _NS_PER_MS).astype(np.int64)
-    up = (np.floor(press_ms + holds) * _NS_PER_MS).astype(np.int64)
+    press_ms = np.cumsum(gaps)                  # from t0, which is on the dataset's ms grid
+    down = t0_ns + np.floor(press_ms).astype(np.int64) * _NS_PER_MS
+    up = t0_ns + np.floor(press_ms + holds).astype(np.int64) * _NS_PER_MS
     events: list[Event] = []
     pid = first_id
     for i in range(chars):
@@ -258,7 +259,8 @@ def evaluate(people: list[UserSessions], seed: int = 0,
         for injector in INJECTORS:
             found = [k for k in keys[(rule, injector)] if k is not None]
             total = len(keys[(rule, injector)])
-            result[f"{prefix}keys_to_detect_{injector}"] = float(np.median(found)) if found else None
+            median = float(np.median(found)) if found else None
+            result[f"{prefix}keys_to_detect_{injector}"] = median
             result[f"{prefix}keys_to_detect_max_{injector}"] = max(found) if found else None
             result[f"{prefix}missed_{injector}_pct"] = 100.0 * (total - len(found)) / total
     return result
@@ -282,7 +284,8 @@ def summary_lines(result: dict) -> list[str]:
         f"{result['duckhunt_human_false_positives']} ({result['duckhunt_human_users_flagged']})",
         f"injected payloads: {result['trials_per_injector']} per injector, "
         f"{result['payload_chars']} characters; median keys to detection, share missed:",
-        f"{'injector':<9}{'cadence':<26}{'ukip (5 keys <= 50 ms)':<26}duckhunt (mean of 25 < 30 ms)",
+        f"{'injector':<9}{'cadence':<26}{'ukip (5 keys <= 50 ms)':<26}"
+        "duckhunt (mean of 25 < 30 ms)",
     ]
     for injector in INJECTORS:
         lines.append(f"{injector:<9}{_cell(result, '', injector):<26}"

@@ -11,16 +11,18 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
 
 ``burst``
     ``burst_gaps`` press-to-press gaps in a row, each <= ``burst_gap_ms`` (25 ms: 40 keys/s).
-    Hands roll two or three keys that fast, never a dozen: over the 1,000 Aalto typists (15,000
-    sentences, 731k keys) the longest such run of *human* typing is 4 gaps. The data also hold
-    one 10-gap run of machine-typed text (2-10 ms gaps, 2-3 ms holds: autocomplete or a text
-    expander inside a "human" stream); the default (12) keeps a margin above it.
+    Hands roll two or three keys that fast, never a dozen. Over the 1,000 Aalto typists (15,000
+    sentences, 731k keys) runs of 3 or more such gaps occur 10 times, nearly all of keys held
+    1-4 ms: machine-typed text (autocomplete, a text expander) inside the recorded "human"
+    streams. The longest reach 4 gaps (two people) and 10 gaps (one person); the default (12)
+    keeps a margin above them.
 ``short_holds``
     ``short_hold_count`` of the last ``short_hold_window`` released keys held <= ``short_hold_ms``
     (12 ms). A finger needs 30 ms or more to press and lift a key (Aalto: 1% of holds are
-    under 41 ms, 0.05% under 12 ms, and those come singly, as clock glitches, or in the one
-    machine burst: at most 10 of 16). An injector holds 1-8 ms, whatever delay it puts between
-    keys, so this rule catches "jittered" injectors that type at a human pace.
+    under 41 ms, 0.05% under 12 ms, and those come singly, as clock glitches, or in the
+    machine-typed bursts above: 8 of 16 for two people, 10 of 16 for one). An injector holds
+    1-8 ms, whatever delay it leaves between keys, so this rule catches "jittered" injectors
+    that type at a human pace. Default: 13 of 16.
 ``uniform_holds``
     the last ``uniform_hold_window`` holds all within ``uniform_hold_range_ms`` (2 ms) of each
     other: an injector told to hold keys for a human-looking 80 ms still holds them for exactly
@@ -34,8 +36,9 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     report (an injector's Shift+letter or GUI+r); hands press and release a chord's keys tens of
     ms apart. Aalto: 17 such pairs in 731k keys, never two in one window.
 
-``uniform_holds`` and ``regular_gaps`` also need two key classes or more in their window, so a
-key held under auto-repeat that some systems report as release/press pairs never matches.
+``burst``, ``uniform_holds`` and ``regular_gaps`` also need two key classes or more in their
+window, so a key held under auto-repeat that some systems report as release/press pairs (one
+class, a fixed rate, equal holds) never matches.
 Auto-repeat key-downs (``repeat=True``) are ignored, as are events the OS flags as software
 injected when ``allow_software_injected`` (remote desktop, password-manager auto-type). A clock
 that runs backwards (a replay of overlapping recordings) starts the evidence afresh.
@@ -93,8 +96,8 @@ class InjectionPolicy:
 
 #: ``balanced`` (default): no detection on any of the 1,000 Aalto typists' streams, a margin above
 #: the machine-typed burst found in them; injectors caught in about 13 keys.
-#: ``strict``: catches fast injectors within 5 keys, and so also flags the rare burst of
-#: autocomplete or text-expander typing (3 of the 1,000 Aalto typists).
+#: ``strict``: catches injectors within 5 or 6 keys, and so also flags the rare burst of
+#: autocomplete or text-expander typing (4 of the 1,000 Aalto typists, as many as google/ukip).
 #: ``relaxed``: twice the evidence of ``balanced``, for machines with legitimate typing hardware.
 PRESETS: dict[str, InjectionPolicy] = {
     "balanced": InjectionPolicy(),
@@ -150,7 +153,9 @@ class InjectionDetector:
         p = self.policy
         self._last_down_ns: int | None = None
         self._last_down_id = -1
+        self._last_down_cls = -1
         self._burst = 0
+        self._burst_classes = 0    # bit set of the key classes in the current burst
         self._gaps: deque[float] = deque(maxlen=max(p.regular_gap_window, _EVIDENCE_KEYS))
         self._gap_classes: deque[int] = deque(maxlen=p.regular_gap_window)
         self._holds: deque[float] = deque(maxlen=max(p.uniform_hold_window, _EVIDENCE_KEYS))
@@ -180,8 +185,9 @@ class InjectionDetector:
         p = self.policy
         t, cls = event.t_ns, int(event.key) if event.key is not None else -1
         self.keys_observed += 1
-        prev_t, prev_id = self._last_down_ns, self._last_down_id
-        self._last_down_ns, self._last_down_id = t, event.press_id
+        prev_t, prev_id, prev_cls = self._last_down_ns, self._last_down_id, self._last_down_cls
+        self._last_down_ns, self._last_down_id, self._last_down_cls = t, event.press_id, cls
+        self._held.pop(event.press_id, None)    # a reused id is a new press: keep order fresh
         self._held[event.press_id] = (t, cls)
         if len(self._held) > _MAX_HELD:
             del self._held[next(iter(self._held))]
@@ -192,9 +198,15 @@ class InjectionDetector:
             self._chord_pair = [prev_id, event.press_id, None, None]
         self._gaps.append(gap)
         self._gap_classes.append(cls)
-        self._burst = self._burst + 1 if gap <= p.burst_gap_ms else 0
-        if self._burst >= p.burst_gaps:
-            return self._fire("burst", t)
+        if gap <= p.burst_gap_ms:
+            if self._burst == 0:
+                self._burst_classes = 1 << (prev_cls + 1)
+            self._burst += 1
+            self._burst_classes |= 1 << (cls + 1)
+            if self._burst >= p.burst_gaps and self._burst_classes & (self._burst_classes - 1):
+                return self._fire("burst", t)
+        else:
+            self._burst = 0
         if gap < p.pause_ms and len(self._gap_classes) == p.regular_gap_window:
             recent = list(self._gaps)[-p.regular_gap_window:]
             if (max(recent) - min(recent) <= p.regular_gap_range_ms

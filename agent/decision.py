@@ -1,0 +1,191 @@
+"""Trust over time: from a stream of window scores to a verdict (pure; no I/O, clock or threads).
+
+The rule is Mondal & Bours' trust model in CUSUM form ("A computational approach to the continuous
+authentication biometric system", Information Sciences 304, 2015; measures from Bours & Mondal,
+IET Biometrics 4(4), 2015):
+
+- Each scored window has a *deviation*: its score minus the user's own typical score, the median
+  of the profile's ``calibration`` (leave-one-window-out scores of the enrolment windows, i.e. how
+  the user's own unseen typing scores). Higher scores mean less like the user.
+- A window whose deviation is within ``tolerance`` costs nothing and gives trust back
+  (``gain`` points per unit below the tolerance, at most ``max_rise`` per window).
+- Beyond the tolerance, trust falls by ``gain`` points per unit of excess: the further a window is
+  beyond the user's calibration, the faster trust falls (at most ``max_drop`` per window, so one
+  odd window never locks on its own).
+- Trust lives in 0..100 and starts at 100. Below ``alert_at`` the verdict is ``suspect`` (alert);
+  below ``lock_at`` it is ``impostor`` (lock). ``impostor`` is sticky until :func:`reset`, which
+  the shell calls after the user re-authenticates.
+- The policy ``sensitivity`` multiplies the trust lost per unit of excess (and gained back), so a
+  higher sensitivity locks sooner and a lower one later; the thresholds themselves stay in the
+  user's units, derived from their calibration.
+
+Scores come from windows over the keystroke stream: every ``step`` new keystrokes the last
+``size`` keystrokes since the stream (re)started are scored, once at least ``first`` are there
+(:class:`ScoringWindow`). Windows grow to ``size`` and then slide: a fresh stream is judged early
+on little typing, and the evidence of a whole paragraph is pooled once there is one.
+
+Defaults were measured on the Aalto dev set, tuned on participants 0-499 (sorted file order) and
+checked on 500-999 (``cadence eval continuous``, EVALUATION.md): sliding windows of 50 to 100
+keystrokes with the same trust rule missed 7-12% of impostors at the same false-lock rate, a
+window growing to 200 about 4%; normalising deviations by the calibration's spread instead of
+subtracting its median did not help (ten calibration scores are too few to estimate a spread).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from enum import Enum
+
+import numpy as np
+
+FULL_TRUST = 100.0
+
+
+class Verdict(str, Enum):
+    """What the decision says about the person at the keyboard now."""
+
+    OK = "ok"
+    SUSPECT = "suspect"      # alert: trust is below the alert level
+    IMPOSTOR = "impostor"    # lock: trust fell below the lock level
+    INJECTION = "injection"  # set by the injection rule (agent.features.injection), not by trust
+
+
+STICKY = frozenset({Verdict.IMPOSTOR, Verdict.INJECTION})
+
+
+@dataclass(frozen=True)
+class TrustPolicy:
+    """How trust moves. Deviations are in score units (see module docstring); trust in points."""
+
+    tolerance: float = 0.7     # deviation a genuine window may show at no cost
+    gain: float = 50.0         # trust points per unit of deviation beyond (or below) tolerance
+    max_drop: float = 50.0     # most trust one window can take
+    max_rise: float = 25.0     # most trust one window can give back
+    alert_at: float = 60.0     # below: suspect (alert)
+    lock_at: float = 25.0      # below: impostor (lock)
+    sensitivity: float = 1.0   # managed policy: > 1 locks sooner, < 1 later
+    adapt_quantile: float = 0.75  # a window may train the profile only at or below this
+    adapt_min_trust: float = 90.0  # ... of the calibration, and only while trust is this high
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.lock_at < self.alert_at <= FULL_TRUST:
+            raise ValueError("need 0 <= lock_at < alert_at <= 100")
+        if self.gain <= 0 or self.sensitivity <= 0 or self.max_drop <= 0 or self.max_rise < 0:
+            raise ValueError("gain, sensitivity and max_drop must be positive, max_rise >= 0")
+        if not 0 <= self.adapt_quantile <= 1:
+            raise ValueError("adapt_quantile must be within 0..1")
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A user's score levels, from their calibration: ``reference`` is their typical score,
+    ``adapt_below`` the score a window must not exceed to be added to the profile."""
+
+    reference: float
+    adapt_below: float
+
+
+@dataclass(frozen=True)
+class TrustState:
+    """Trust after ``windows`` scored windows, and the verdict it gives."""
+
+    trust: float = FULL_TRUST
+    verdict: Verdict = Verdict.OK
+    windows: int = 0
+
+
+@dataclass(frozen=True)
+class ScoringWindow:
+    """When to score: every ``step`` new keystrokes, over the last ``size`` keystrokes since the
+    stream (re)started, once at least ``first`` keystrokes are there."""
+
+    size: int = 200
+    step: int = 10
+    first: int = 30
+
+    def __post_init__(self) -> None:
+        if not 0 < self.first <= self.size or self.step <= 0:
+            raise ValueError("need 0 < first <= size and step > 0")
+
+
+def thresholds_from_calibration(calibration, policy: TrustPolicy = TrustPolicy()) -> Thresholds:
+    """A user's thresholds from their leave-one-out enrolment scores (any order)."""
+    calibration = np.asarray(calibration, dtype=float)
+    if calibration.size == 0 or not np.all(np.isfinite(calibration)):
+        raise ValueError("calibration must be a non-empty set of finite scores")
+    return Thresholds(reference=float(np.median(calibration)),
+                      adapt_below=float(np.quantile(calibration, policy.adapt_quantile)))
+
+
+def deviation(score: float, thresholds: Thresholds) -> float:
+    """How far a window's score is beyond the user's typical score (negative: more typical)."""
+    return float(score) - thresholds.reference
+
+
+def trust_change(dev: float, policy: TrustPolicy = TrustPolicy()) -> float:
+    """Trust points a window of deviation ``dev`` adds (positive) or takes (negative): linear in
+    the distance from the tolerance, scaled by the sensitivity, capped both ways. Monotone
+    non-increasing in ``dev``."""
+    change = policy.gain * policy.sensitivity * (policy.tolerance - float(dev))
+    return float(np.clip(change, -policy.max_drop, policy.max_rise))
+
+
+def verdict_for(trust: float, policy: TrustPolicy = TrustPolicy()) -> Verdict:
+    """The verdict a trust level gives: ok, suspect (below alert_at) or impostor (below lock_at)."""
+    if trust < policy.lock_at:
+        return Verdict.IMPOSTOR
+    if trust < policy.alert_at:
+        return Verdict.SUSPECT
+    return Verdict.OK
+
+
+def update(state: TrustState, score: float, thresholds: Thresholds,
+           policy: TrustPolicy = TrustPolicy()) -> TrustState:
+    """The state after one more scored window. A sticky verdict (impostor, injection) holds
+    until :func:`reset`; a non-finite score (nothing comparable in the window) changes nothing."""
+    if state.verdict in STICKY or not np.isfinite(score):
+        return state
+    trust = float(np.clip(state.trust + trust_change(deviation(score, thresholds), policy),
+                          0.0, FULL_TRUST))
+    return TrustState(trust=trust, verdict=verdict_for(trust, policy), windows=state.windows + 1)
+
+
+def reset() -> TrustState:
+    """Full trust, as after enrolment or after the user re-authenticated at a lock."""
+    return TrustState()
+
+
+def with_verdict(state: TrustState, verdict: Verdict) -> TrustState:
+    """The state with a verdict set from outside the trust rule (e.g. ``injection``)."""
+    return replace(state, verdict=verdict)
+
+
+def may_adapt(state: TrustState, score: float, thresholds: Thresholds,
+              policy: TrustPolicy = TrustPolicy()) -> bool:
+    """Whether a window may be added to the profile: only a clearly genuine one, i.e. scored at
+    or below the user's own ``adapt_quantile`` of calibration, while the verdict is ok and trust
+    is at least ``adapt_min_trust``. Anything an impostor types pushes trust down or scores high,
+    so it never qualifies, and the profile cannot be trained toward them."""
+    return (state.verdict is Verdict.OK and state.trust >= policy.adapt_min_trust
+            and bool(np.isfinite(score)) and float(score) <= thresholds.adapt_below)
+
+
+def is_due(typed: int, last_scored: int | None, window: ScoringWindow = ScoringWindow()) -> bool:
+    """Whether to score now, ``typed`` keystrokes after the stream (re)started, the last score
+    having been taken at ``last_scored`` keystrokes (None: not yet)."""
+    if typed < window.first:
+        return False
+    return last_scored is None or typed - last_scored >= window.step
+
+
+def window_span(typed: int, window: ScoringWindow = ScoringWindow()) -> tuple[int, int]:
+    """(start, end) keystroke indices, since the (re)start, of the window scored at ``typed``."""
+    return max(0, typed - window.size), typed
+
+
+def scoring_points(length: int, window: ScoringWindow = ScoringWindow()) -> np.ndarray:
+    """The keystroke counts at which a stream of ``length`` keystrokes is scored: ``first``, then
+    every ``step`` (what :func:`is_due` gives when keystrokes arrive one at a time)."""
+    if length < window.first:
+        return np.empty(0, dtype=np.intp)
+    return np.arange(window.first, length + 1, window.step, dtype=np.intp)

@@ -1,0 +1,156 @@
+"""Continuous-authentication protocol (EVALUATION.md): ANIA and ANGA of the real decision module.
+
+Per user (users with fewer than ``MIN_SESSIONS`` sessions are skipped and counted): enrol on the
+first ``enrol`` sessions, as in the keystroke protocol. The genuine stream is the user's last
+``TEST_SESSIONS`` sessions in order; each impostor stream is the same number of keystrokes of
+another user's typing (the end of their recorded typing), for ``IMPOSTORS`` other users drawn
+with the seed, each started fresh (full trust, empty window) on the enrolled profile.
+
+Streams run through the live agent's code: key events -> :func:`agent.features.keystroke.keystrokes`
+-> windows (:class:`agent.decision.ScoringWindow`) -> :func:`histogram` -> the profile's numpy
+scorer -> :func:`agent.decision.update`. A lock on a genuine stream is a false lock; trust is
+reset and the window emptied (the user re-authenticated), and the stream goes on.
+
+Measures (Bours & Mondal, "Performance evaluation of continuous authentication systems",
+IET Biometrics 4(4), 2015):
+
+- ANIA: mean keystrokes an impostor types before the lock; a stream never locked counts whole
+  and is also counted in ``impostors_missed_pct``.
+- ANGA: genuine keystrokes per false lock over all genuine streams (all genuine keystrokes if
+  there was no false lock), with ``false_locks`` and ``genuine_keystrokes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from agent import decision
+from agent.decision import ScoringWindow, Thresholds, TrustPolicy, Verdict
+from agent.evaluation.keystroke import MIN_SESSIONS, TEST_SESSIONS, impostors_for
+from agent.features.keystroke import histogram, keystrokes, window_vector
+from agent.model import prior
+from agent.model.detector import RankShift
+from agent.model.profile import KeystrokeModel
+from agent.sources.loading import UserSessions
+
+IMPOSTORS = 20
+
+
+def stream_table(sessions) -> np.ndarray:
+    """The keystroke table of sessions typed one after another (each an Event stream in time
+    order, press ids per session): the sessions' tables in order."""
+    tables = [keystrokes(events) for events in sessions]
+    tables = [t for t in tables if len(t)]
+    return np.concatenate(tables) if tables else np.empty((0, 3))
+
+
+def window_scores(model: KeystrokeModel, weights: np.ndarray, table: np.ndarray,
+                  window: ScoringWindow) -> tuple[np.ndarray, np.ndarray]:
+    """(points, scores): the keystroke counts at which ``table`` (a stream from its start) is
+    scored, and the score of the window at each."""
+    points = decision.scoring_points(len(table), window)
+    if len(points) == 0:
+        return points, np.empty(0)
+    X = np.array([histogram(table[slice(*decision.window_span(int(p), window))])
+                  for p in points])
+    return points, model.score(X, weights)
+
+
+def first_lock(points: np.ndarray, scores: np.ndarray, thresholds: Thresholds,
+               policy: TrustPolicy) -> int | None:
+    """Keystrokes typed (since the stream's start) when the trust rule first locks; None if never."""
+    state = decision.reset()
+    for point, score in zip(points, scores):
+        state = decision.update(state, float(score), thresholds, policy)
+        if state.verdict is Verdict.IMPOSTOR:
+            return int(point)
+    return None
+
+
+def run_stream(model: KeystrokeModel, weights: np.ndarray, table: np.ndarray,
+               thresholds: Thresholds, policy: TrustPolicy, window: ScoringWindow,
+               stop_at_lock: bool) -> list[int]:
+    """Keystroke positions of the locks on a stream. After a lock the trust is reset and the
+    window starts empty at the lock; with ``stop_at_lock`` only the first lock is sought."""
+    locks: list[int] = []
+    origin = 0
+    while origin < len(table):
+        points, scores = window_scores(model, weights, table[origin:], window)
+        lock = first_lock(points, scores, thresholds, policy)
+        if lock is None:
+            break
+        locks.append(origin + lock)
+        if stop_at_lock:
+            break
+        origin += lock
+    return locks
+
+
+def enrol_model(sessions) -> KeystrokeModel:
+    """The profile's keystroke model from enrolment sessions (one window per session)."""
+    windows = np.array([window_vector(events) for events in sessions])
+    return KeystrokeModel.from_detector(RankShift().fit(windows))
+
+
+def evaluate(people: list[UserSessions], enrol: int = 10, seed: int = 0,
+             progress: Callable[[int], None] | None = None,
+             policy: TrustPolicy = TrustPolicy(), window: ScoringWindow = ScoringWindow()) -> dict:
+    eligible = [p for p in people if len(p.sessions) >= MIN_SESSIONS]
+    if len(eligible) < 2:
+        raise ValueError(f"need two users with {MIN_SESSIONS} sessions or more; "
+                         "nothing to evaluate")
+    weights = prior.cell_weights()
+    whole = [stream_table(p.sessions) for p in eligible]
+    ania: list[int] = []
+    missed = false_locks = genuine_keystrokes = users_false_locked = 0
+    for i, person in enumerate(eligible):
+        model = enrol_model(person.sessions[:enrol])
+        thresholds = decision.thresholds_from_calibration(model.calibration, policy)
+        genuine = stream_table(person.sessions[-TEST_SESSIONS:])
+        locks = run_stream(model, weights, genuine, thresholds, policy, window, False)
+        false_locks += len(locks)
+        users_false_locked += bool(locks)
+        genuine_keystrokes += len(genuine)
+        for other in impostors_for(i, len(eligible), seed, IMPOSTORS):
+            stream = whole[other][-len(genuine):]
+            lock = run_stream(model, weights, stream, thresholds, policy, window, True)
+            ania.append(lock[0] if lock else len(stream))
+            missed += not lock
+        if progress:
+            progress(1)
+    return {
+        "users": len(eligible),
+        "skipped": len(people) - len(eligible),
+        "enrol": enrol,
+        "seed": seed,
+        "impostors_per_user": min(IMPOSTORS, len(eligible) - 1),
+        "impostor_streams": len(ania),
+        "ania": float(np.mean(ania)),
+        "impostors_missed_pct": 100.0 * missed / len(ania),
+        "anga": float(genuine_keystrokes / max(false_locks, 1)),
+        "false_locks": false_locks,
+        "users_false_locked": users_false_locked,
+        "genuine_keystrokes": genuine_keystrokes,
+        "window": {"size": window.size, "step": window.step, "first": window.first},
+        "policy": {"tolerance": policy.tolerance, "gain": policy.gain,
+                   "alert_at": policy.alert_at, "lock_at": policy.lock_at,
+                   "sensitivity": policy.sensitivity},
+    }
+
+
+def summary_lines(result: dict) -> list[str]:
+    """A human summary of :func:`evaluate`'s result."""
+    w = result["window"]
+    return [
+        f"ANIA {result['ania']:.1f} keystrokes before an impostor is locked out; "
+        f"{result['impostors_missed_pct']:.2f}% of {result['impostor_streams']} impostor "
+        "streams never locked",
+        f"ANGA {result['anga']:.0f} genuine keystrokes per false lock: {result['false_locks']} "
+        f"false locks ({result['users_false_locked']} users) in "
+        f"{result['genuine_keystrokes']} genuine keystrokes",
+        f"windows: last {w['size']} keystrokes, every {w['step']}, from {w['first']}; "
+        f"lock below trust {result['policy']['lock_at']:g}, "
+        f"sensitivity {result['policy']['sensitivity']:g}",
+    ]

@@ -1,0 +1,391 @@
+"""The keystroke-injection rule (agent.features.injection) and its evaluation protocol."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agent.events import Event, KeyClass, Kind
+from agent.evaluation import injection as protocol
+from agent.features.injection import (PRESETS, Detection, InjectionDetector, InjectionPolicy,
+                                      scan)
+from agent.sources.datasets import aalto
+
+MS = 1_000_000
+T0 = 1_700_000_000_000 * MS       # an epoch-ms clock, like the Aalto data's
+LETTERS = [KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER, KeyClass.SPACE]
+
+
+def typing(gaps_ms, holds_ms, classes=None, t0=T0, first_id=0, injected=False,
+           chords=()) -> list[Event]:
+    """Key events of keystrokes pressed ``gaps_ms`` apart (the first gap from ``t0``) and held
+    ``holds_ms``; keystroke i in ``chords`` is a modifier pressed and released with it."""
+    n = len(holds_ms)
+    classes = classes if classes is not None else [LETTERS[i % 3] for i in range(n)]
+    press = t0 + np.round(np.cumsum(gaps_ms) * MS).astype(np.int64)
+    events, pid = [], first_id
+    for i in range(n):
+        down, up = int(press[i]), int(press[i] + round(holds_ms[i] * MS))
+        if i in chords:
+            events += [Event(down, Kind.DOWN, KeyClass.MODIFIER, pid, injected=injected),
+                       Event(up, Kind.UP, KeyClass.MODIFIER, pid, injected=injected)]
+            pid += 1
+        events += [Event(down, Kind.DOWN, classes[i], pid, injected=injected),
+                   Event(up, Kind.UP, classes[i], pid, injected=injected)]
+        pid += 1
+    return sorted(events, key=lambda e: (e.t_ns, e.kind))
+
+
+def human(n=60, seed=0, gap_median=140.0, gap_sigma=0.45, hold_median=95.0, hold_sigma=0.3,
+          t0=T0, first_id=0) -> list[Event]:
+    rng = np.random.default_rng(seed)
+    gaps = rng.lognormal(np.log(gap_median), gap_sigma, n)
+    holds = rng.lognormal(np.log(hold_median), hold_sigma, n)
+    classes = list(rng.choice(list(KeyClass)[:9], size=n))
+    return typing(gaps, holds, [KeyClass(int(c)) for c in classes], t0=t0, first_id=first_id)
+
+
+def injector(n, period_ms=None, jitter=None, hold=(1.0, 4.0), seed=1, t0=None, first_id=1000,
+             injected=False, constant_hold=None) -> list[Event]:
+    """Injected keystrokes in press-release order (hold shorter than the gap)."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.uniform(*jitter, n) if jitter else np.full(n, float(period_ms))
+    holds = np.full(n, constant_hold) if constant_hold else rng.uniform(*hold, n)
+    classes = [KeyClass(int(c)) for c in rng.choice([0, 1, 3, 8], size=n)]
+    return typing(gaps, holds, classes, t0=t0 if t0 is not None else T0, first_id=first_id,
+                  injected=injected)
+
+
+def keys_to_detect(prefix: list[Event], payload: list[Event], policy=None):
+    """(injected key-downs up to the detection, the detection), or (None, None)."""
+    detector = InjectionDetector(policy)
+    for e in prefix:
+        assert detector.observe(e) is None, "fired on the human prefix"
+    keys = 0
+    for e in payload:
+        keys += e.kind == Kind.DOWN and not e.repeat
+        found = detector.observe(e)
+        if found:
+            return keys, found
+    return None, None
+
+
+def after(events: list[Event], pause_ms=800.0) -> int:
+    return events[-1].t_ns + int(pause_ms * MS)
+
+
+# --- injectors are caught -------------------------------------------------------------------
+
+@pytest.mark.parametrize("period", [1, 5, 10, 20])
+def test_fast_injector_caught_within_13_keys_by_default(period):
+    prefix = human(30)
+    keys, found = keys_to_detect(prefix, injector(60, period, t0=after(prefix)))
+    assert keys is not None and keys <= 13
+    assert found.rule in ("burst", "short_holds")
+
+
+@pytest.mark.parametrize("period", [1, 5, 10, 20])
+def test_fast_injector_caught_within_5_keys_when_strict(period):
+    prefix = human(30)
+    keys, found = keys_to_detect(prefix, injector(60, period, t0=after(prefix)), "strict")
+    assert keys is not None and keys <= 5
+
+
+def test_5ms_injector_detected_by_its_speed_alone():
+    """Holds of a human length do not hide a 5 ms cadence (the burst rule needs no hold)."""
+    prefix = human(30)
+    payload = injector(40, 5, hold=(3.0, 4.5), t0=after(prefix))
+    keys, found = keys_to_detect(prefix, payload, InjectionPolicy(short_hold_ms=0.0))
+    assert found.rule == "burst" and keys == PRESETS["balanced"].burst_gaps + 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_jittered_injector_with_few_ms_holds_caught_within_40_keys(seed):
+    prefix = human(30, seed=seed)
+    payload = injector(80, jitter=(20.0, 120.0), hold=(2.0, 8.0), seed=seed, t0=after(prefix))
+    keys, found = keys_to_detect(prefix, payload)
+    assert keys is not None and keys <= 40
+    assert found.rule == "short_holds"
+
+
+def test_constant_human_length_holds_are_caught():
+    """An injector told to hold keys 80 ms at a human pace still holds them for exactly 80 ms."""
+    prefix = human(30)
+    payload = injector(60, jitter=(90.0, 250.0), constant_hold=80.0, t0=after(prefix))
+    keys, found = keys_to_detect(prefix, payload)
+    assert found is not None and found.rule == "uniform_holds"
+    assert keys <= PRESETS["balanced"].uniform_hold_window + 1
+
+
+def test_fixed_delay_at_human_pace_is_caught():
+    prefix = human(30)
+    rng = np.random.default_rng(4)
+    payload = typing(np.full(60, 95.0), rng.uniform(50, 130, 60), t0=after(prefix),
+                     first_id=1000)
+    keys, found = keys_to_detect(prefix, payload)
+    assert found is not None and found.rule == "regular_gaps"
+    assert keys <= PRESETS["balanced"].regular_gap_window + 1
+
+
+def test_synchronous_chords_are_caught():
+    """Modifier and key pressed and released in the same ms, again and again: HID reports."""
+    rng = np.random.default_rng(5)
+    payload = typing(rng.uniform(90, 300, 60), rng.uniform(50, 140, 60), first_id=1000,
+                     chords=set(range(0, 60, 3)))
+    found = scan(payload)
+    assert [d.rule for d in found][:1] == ["chords"]
+
+
+def test_a_long_injection_is_reported_again():
+    found = scan(injector(200, 5))
+    assert len(found) >= 10 and {d.rule for d in found} <= {"burst", "short_holds"}
+
+
+# --- people, auto-repeat and allowed automation are not -----------------------------------
+
+def test_fast_human_typing_with_rollover_is_not_detected():
+    """120 ms median gaps, rollovers under 25 ms in pairs and triples, human holds."""
+    rng = np.random.default_rng(7)
+    gaps = rng.lognormal(np.log(120), 0.5, 400)
+    gaps[::7] = rng.uniform(5, 25, len(gaps[::7]))       # rollover pairs
+    gaps[1::7] = rng.uniform(5, 25, len(gaps[1::7]))      # ... and triples
+    holds = rng.lognormal(np.log(85), 0.3, 400)
+    assert scan(typing(gaps, holds)) == []
+
+
+def test_auto_repeat_is_ignored():
+    held = [Event(T0, Kind.DOWN, KeyClass.BACKSPACE, 1)]
+    held += [Event(T0 + (500 + 30 * i) * MS, Kind.DOWN, KeyClass.BACKSPACE, 1, repeat=True)
+             for i in range(200)]
+    held += [Event(T0 + 6600 * MS, Kind.UP, KeyClass.BACKSPACE, 1)]
+    assert scan(human(30) + [e._replace(t_ns=e.t_ns + 60_000 * MS) for e in held]) == []
+
+
+@pytest.mark.parametrize("interval", [15.0, 20.0, 33.0, 40.0])
+def test_auto_repeat_reported_as_release_press_pairs_is_not_injection(interval):
+    """Some X setups report a repeating key as release+press pairs, unflagged: one class, a
+    fixed rate, holds equal to the interval."""
+    n = 200
+    events = typing(np.full(n, interval), np.full(n, interval), [KeyClass.BACKSPACE] * n)
+    assert scan(events) == []
+
+
+def test_software_injected_keys_are_skipped_when_allowed():
+    payload = injector(80, 5, injected=True)
+    assert scan(payload, InjectionPolicy(allow_software_injected=True)) == []
+    assert scan(payload) == []     # allowed by default
+
+
+def test_software_injected_keys_are_judged_when_not_allowed():
+    payload = injector(80, 5, injected=True)
+    found = scan(payload, InjectionPolicy(allow_software_injected=False))
+    assert found and found[0].rule in ("burst", "short_holds")
+
+
+def test_clock_running_backwards_starts_afresh():
+    """Sessions replayed from one start time (overlapping recordings): negative gaps are not
+    fast typing."""
+    events = []
+    for s in range(30):
+        events += human(40, seed=s, t0=T0 + s * MS, first_id=0)
+    assert scan(events) == []
+
+
+def test_a_backwards_clock_is_not_evidence():
+    """A jump back in time (a replay of overlapping recordings) starts the evidence afresh:
+    11 machine-like keys before the jump and 3 after it are not 14 in a row."""
+    before = injector(11, 5)
+    later = injector(3, 5, t0=T0 - 10_000 * MS, first_id=2000)
+    assert scan(before) == [] and scan(before + later) == []
+    assert scan(before + injector(3, 5, t0=after(before, 30), first_id=2000))
+
+
+def test_repeat_flagged_key_downs_are_ignored_whatever_their_timing():
+    """Even at 5 ms with changing classes: a source that says repeat is believed."""
+    events = []
+    for i in range(100):
+        t = T0 + 5 * i * MS
+        events.append(Event(t, Kind.DOWN, LETTERS[i % 3], i, repeat=True))
+    detector = InjectionDetector()
+    assert [d for d in map(detector.observe, events) if d] == []
+    assert detector.keys_observed == 0
+
+
+def test_unreleased_keys_are_bounded():
+    detector = InjectionDetector()
+    for i in range(10_000):
+        detector.observe(Event(T0 + i * 200 * MS, Kind.DOWN, KeyClass.LEFT_LETTER, i))
+    assert len(detector._held) <= 32
+
+
+def test_mouse_events_are_ignored():
+    detector = InjectionDetector()
+    assert all(detector.observe(Event(T0 + i * MS, Kind.MOVE, x=i, y=i)) is None
+               for i in range(1000))
+    assert detector.keys_observed == 0
+
+
+# --- what a detection says ------------------------------------------------------------------
+
+def _values(obj):
+    if isinstance(obj, (tuple, list)):
+        for item in obj:
+            yield from _values(item)
+    elif isinstance(obj, dict):
+        for key, item in obj.items():
+            yield key
+            yield from _values(item)
+    else:
+        yield obj
+
+
+def test_detection_holds_numbers_only_never_a_key_class():
+    found = scan(injector(60, 5))[0]
+    assert {f.name for f in fields(Detection)} == {"rule", "t_ns", "keys_observed",
+                                                   "recent_gaps_ms", "recent_holds_ms"}
+    for value in _values([getattr(found, f.name) for f in fields(Detection)]):
+        assert not isinstance(value, KeyClass)
+        assert type(value) in (str, int, float)
+    assert found.rule in ("burst", "short_holds")
+    assert len(found.recent_gaps_ms) <= 16 and len(found.recent_holds_ms) <= 16
+    assert max(found.recent_gaps_ms) <= 5.0 + 1e-6 and max(found.recent_holds_ms) <= 4.0 + 1e-6
+    json.dumps(found.as_dict())
+
+
+def test_detection_does_not_depend_on_which_keys_were_typed():
+    payload = injector(60, 5)
+    relabelled = [e._replace(key=KeyClass.DIGIT if e.key == KeyClass.LEFT_LETTER
+                             else KeyClass.PUNCTUATION) for e in payload]
+    assert scan(payload) == scan(relabelled)
+
+
+def test_policy_is_validated():
+    with pytest.raises(ValueError):
+        InjectionPolicy(short_hold_window=8, short_hold_count=9)
+    with pytest.raises(ValueError):
+        InjectionPolicy(burst_gaps=0)
+    with pytest.raises(ValueError, match="sensitivity"):
+        InjectionDetector("paranoid")
+    assert InjectionDetector.with_overrides("strict", burst_gaps=6).policy.burst_gaps == 6
+
+
+# --- open-ended human timing never fires ---------------------------------------------------
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1),
+       gap_median=st.floats(80.0, 600.0), gap_sigma=st.floats(0.25, 0.9),
+       hold_median=st.floats(45.0, 220.0), hold_sigma=st.floats(0.15, 0.6),
+       n=st.integers(20, 400))
+def test_human_like_timing_never_fires(seed, gap_median, gap_sigma, hold_median, hold_sigma, n):
+    events = human(n, seed, gap_median, gap_sigma, hold_median, hold_sigma)
+    assert scan(events) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), period=st.floats(0.5, 20.0), n=st.integers(14, 80))
+def test_any_fast_injector_with_short_holds_is_caught(seed, period, n):
+    rng = np.random.default_rng(seed)
+    holds = rng.uniform(0.1, 0.9, n) * min(period, 10.0)
+    payload = typing(np.full(n, period), holds, first_id=1000)
+    found = scan(payload)
+    assert found and found[0].keys_observed <= 13
+
+
+# --- the evaluation protocol ------------------------------------------------------------------
+
+def test_ukip_and_duckhunt_rules():
+    fast = injector(30, 10)
+    assert protocol.UkipRule().observe is not None
+    ukip, duck = protocol.UkipRule(), protocol.DuckhuntRule()
+    downs = [i for i, e in enumerate(fast) if e.kind == Kind.DOWN]
+    ukip_hits = [i for i, e in enumerate(fast) if ukip.observe(e)]
+    duck_hits = [i for i, e in enumerate(fast) if duck.observe(e)]
+    assert ukip_hits[0] == downs[4]            # the 5th key-down: 4 gaps of 10 ms
+    assert duck_hits[0] == downs[25]           # 25 gaps averaging under 30 ms
+    slow = human(200)
+    assert not any(protocol.UkipRule().observe(e) for e in slow)
+
+
+@pytest.mark.parametrize("name", protocol.INJECTORS)
+def test_synthetic_injection_is_well_formed(name):
+    rng = np.random.default_rng(3)
+    events = protocol.injected_keys(rng, name, T0, 100, chars=200)
+    times = [e.t_ns for e in events]
+    assert times == sorted(times) and times[0] == T0
+    assert all(t % MS == 0 for t in times)                       # the dataset's ms clock
+    downs = {e.press_id: e.t_ns for e in events if e.kind == Kind.DOWN}
+    ups = {e.press_id: e.t_ns for e in events if e.kind == Kind.UP}
+    assert downs.keys() == ups.keys() and min(downs) == 100
+    holds = np.array([ups[k] - downs[k] for k in downs]) / MS
+    assert holds.min() >= 0 and holds.max() <= 8
+    presses = np.array(sorted(set(downs.values()))) / MS
+    gaps = np.diff(presses)
+    if name == "jitter":
+        assert 19 <= gaps.min() and gaps.max() <= 121
+    else:
+        assert np.all(np.abs(gaps - protocol.PERIOD_MS[name]) <= 1)
+    order = {}                                    # each key is up before the next one goes down
+    for e in events:
+        if e.kind == Kind.DOWN and e.key != KeyClass.MODIFIER:
+            assert all(k == KeyClass.MODIFIER for k in order.values())
+        if e.kind == Kind.DOWN:
+            order[e.press_id] = e.key
+        else:
+            order.pop(e.press_id)
+    assert any(e.key == KeyClass.MODIFIER for e in events)
+
+
+def test_back_to_back_never_runs_backwards():
+    a = human(30, seed=1)
+    b = human(30, seed=2, t0=T0 + 500 * MS)      # starts before a ends
+    joined = protocol.back_to_back([a, b])
+    times = [e.t_ns for e in joined]
+    assert times == sorted(times) and len(joined) == len(a) + len(b)
+    assert joined[len(a)].t_ns >= a[-1].t_ns + 1000 * MS
+
+
+# --- real typists (Aalto) --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def twenty_people(aalto_dir):
+    people, _ = aalto.load(aalto_dir, users=20, seed=11)
+    assert len(people) == 20
+    return people
+
+
+def test_real_typists_never_trigger_the_rule(twenty_people):
+    for person in twenty_people:
+        for session in person.sessions:
+            assert scan(session) == []
+        assert scan(protocol.back_to_back(person.sessions)) == []
+
+
+def test_evaluation_on_twenty_real_typists(twenty_people):
+    result = protocol.evaluate(twenty_people, seed=2)
+    assert result["users"] == 20 and result["trials_per_injector"] == 20
+    assert result["human_streams"] == sum(len(p.sessions) + 1 for p in twenty_people)
+    assert result["human_false_positives"] == 0 and result["human_users_flagged"] == 0
+    for name in protocol.INJECTORS:
+        assert result[f"missed_{name}_pct"] == 0.0
+        assert result[f"keys_to_detect_{name}"] <= 14
+        assert result[f"keys_to_detect_max_{name}"] <= 20
+        for rule in ("ukip_", "duckhunt_"):
+            assert f"{rule}keys_to_detect_{name}" in result and f"{rule}missed_{name}_pct" in result
+    assert result["ukip_keys_to_detect_5ms"] == 5.0
+    assert result["duckhunt_missed_jitter_pct"] == 100.0        # duckhunt is blind to jitter
+    assert protocol.evaluate(twenty_people, seed=2) == result    # deterministic for a seed
+    lines = protocol.summary_lines(result)
+    assert len(lines) == 4 + len(protocol.INJECTORS)
+    text = json.dumps(result) + "\n".join(lines)
+    assert "KeyClass" not in text and "LETTER" not in text
+
+
+def test_progress_is_reported_per_person(twenty_people):
+    calls = []
+    protocol.evaluate(twenty_people[:3], seed=0, progress=calls.append)
+    assert calls == [1, 1, 1]

@@ -1,0 +1,126 @@
+"""The agent's state machine, fed real typists' event streams (no OS, no clock)."""
+
+import numpy as np
+import pytest
+
+from agent.events import Event, KeyClass, Kind
+from agent.model.detector import RankShift
+from agent.model.prior import cell_weights
+from agent.model.profile import KeystrokeModel, Profile
+from agent.pipeline import Audit, Lock, Notify, Pipeline, Save, Train, enrolment_quality
+from agent.policy import Policy
+from agent.sources.datasets import aalto
+
+MS = 1_000_000
+
+
+def shifted(sessions, start_ns=0, gap_ns=2_000 * MS):
+    """Sessions back to back on one clock from ``start_ns``, with press ids unique across the
+    stream (as a live stream has)."""
+    out, t = [], start_ns
+    for number, session in enumerate(sessions):
+        base = session[0].t_ns
+        out += [e._replace(t_ns=t + e.t_ns - base, press_id=start_ns + number * 10**4 + e.press_id)
+                for e in session]
+        t = out[-1].t_ns + gap_ns
+    return out
+
+
+def run(pipeline, events):
+    effects = []
+    for e in events:
+        effects += pipeline.feed(e)
+    return effects
+
+
+def train(effects):
+    (job,) = [e for e in effects if isinstance(e, Train)]
+    return Profile(KeystrokeModel.from_detector(RankShift().fit(job.windows)))
+
+
+@pytest.fixture(scope="module")
+def typists(aalto_dir):
+    people, _ = aalto.load(aalto_dir, users=12, seed=7)
+    return [p for p in people if len(p.sessions) >= 15]
+
+
+def test_learns_then_protects_then_locks_an_impostor(typists):
+    policy = Policy(enrol_keystrokes=500)
+    pipeline = Pipeline(policy, None, cell_weights())
+    user, others = typists[0], typists[1:]
+    effects = run(pipeline, shifted(user.sessions[:11]))
+    assert pipeline.state == "learning" or any(isinstance(e, Train) for e in effects)
+    assert 0 < pipeline.status()["progress"] <= 99
+    profile = train(effects)
+    installed = pipeline.installed(profile)
+    assert pipeline.state == "protecting"
+    assert any(isinstance(e, Save) for e in installed) and any(isinstance(e, Notify) for e in installed)
+    genuine = run(pipeline, shifted(user.sessions[11:], start_ns=10**13))
+    assert not [e for e in genuine if isinstance(e, Lock)]
+    locked = 0
+    for other in others:
+        fresh = Pipeline(policy, profile, cell_weights())
+        effects = run(fresh, shifted(other.sessions[-5:], start_ns=10**13))
+        locks = [e for e in effects if isinstance(e, Lock)]
+        if locks:
+            locked += 1
+            assert locks[0].reason == "impostor"
+            assert fresh.status()["verdict"] == "impostor"
+    assert locked >= len(others) * 0.7
+
+
+def test_observe_policy_only_audits():
+    policy = Policy(action="observe")
+    pipeline = Pipeline(policy, None, cell_weights())
+    pipeline.profile = object()  # the verdict path does not need the model
+    effects = pipeline._act("observe", "impostor", {"verdict": "impostor"}, "x")
+    assert [type(e) for e in effects] == [Audit]
+
+
+def test_injection_locks_at_once_and_discards_the_keys(typists):
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    events = []
+    for i in range(40):  # a USB injector: a key every 5 ms, held 3 ms
+        cls = KeyClass.RIGHT_LETTER if i % 2 else KeyClass.LEFT_LETTER
+        events += [Event(i * 5 * MS, Kind.DOWN, cls, i), Event(i * 5 * MS + 3 * MS, Kind.UP, cls, i)]
+    effects = run(pipeline, events)
+    locks = [e for e in effects if isinstance(e, Lock)]
+    assert locks and locks[0].reason == "injection"
+    audit = [e for e in effects if isinstance(e, Audit) and e.kind == "injection"][0]
+    assert audit.fields["verdict"] == "injection" and "recent_gaps_ms" in audit.fields
+    assert pipeline.enrol_keys == 0  # nothing of it was learned
+
+
+def test_allowed_software_injection_is_neither_learned_nor_flagged():
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    events = [Event(i * 5 * MS, Kind.DOWN if i % 2 == 0 else Kind.UP, KeyClass.LEFT_LETTER,
+                    i // 2, injected=True) for i in range(400)]
+    assert run(pipeline, events) == [] and pipeline._keys_in_buffer == 0
+
+
+def test_locked_paused_and_degraded_ignore_input_and_come_back():
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    pipeline.session_locked(True)
+    assert pipeline.feed(Event(0, Kind.DOWN, KeyClass.SPACE, 0)) == []
+    assert pipeline.state == "locked"
+    pipeline.session_locked(False)
+    assert pipeline.state == "learning"
+    pipeline.pause()
+    assert pipeline.state == "paused"
+    pipeline.resume()
+    pipeline.degrade("hook-silent")
+    assert pipeline.status()["detail"].startswith("an input hook is silent")
+    pipeline.degrade(None)
+    assert pipeline.state == "learning"
+
+
+def test_pause_is_refused_when_policy_forbids():
+    pipeline = Pipeline(Policy(allow_pause=False), None, cell_weights())
+    assert pipeline.pause() == [] and pipeline.state == "learning"
+
+
+def test_enrolment_quality_needs_enough_varied_typing():
+    assert "fewer than" in enrolment_quality(np.ones((3, 7040)))
+    empty = np.zeros((12, 7040))
+    empty[:, 0] = 100
+    assert "little varied" in enrolment_quality(empty)
