@@ -154,6 +154,8 @@ class Pipeline:
             return []
         if event.injected and self.policy.injection_allow_software:
             return []  # OS-flagged automation the policy allows: not the user's typing
+        if self._holding():
+            return []  # after an impostor or injection verdict nothing is learned or scored
         detection = self.injection.observe(event)
         if detection is not None:
             return self._injection(detection)
@@ -168,6 +170,12 @@ class Pipeline:
         if self.profile is None:
             return self._learn()
         return self._protect()
+
+    def _holding(self) -> bool:
+        """An impostor or injection verdict that acted holds until the session is unlocked."""
+        action = {"impostor": self.policy.action,
+                  "injection": self.policy.injection_action}.get(self.last_verdict)
+        return action is not None and action != "observe"
 
     def _clear_buffer(self) -> None:
         """Restart the stream: the next window holds only what is typed from now on."""
@@ -279,6 +287,7 @@ class Pipeline:
     def _act(self, action: str, reason: str, fields: dict, message: str) -> list:
         effects = [Audit(reason, {**fields, "action": action})]
         if action == "observe":
+            self.trust = decision.reset()  # logged; keep observing with fresh trust
             return effects
         self.state = "alert"
         self.reason = reason
@@ -334,6 +343,8 @@ class Pipeline:
         if self.state != "paused":
             return []
         self.state = self._before_pause
+        self.last_verdict, self.reason = "ok", None
+        self.trust = decision.reset()
         return [Audit("state", {"state": self.state})]
 
     def degrade(self, reason: str | None) -> list:

@@ -89,6 +89,13 @@ def test_injection_locks_at_once_and_discards_the_keys(typists):
     audit = [e for e in effects if isinstance(e, Audit) and e.kind == "injection"][0]
     assert audit.fields["verdict"] == "injection" and "recent_gaps_ms" in audit.fields
     assert pipeline.enrol_keys == 0  # nothing of it was learned
+    more = [Event(10**9 + i * 150 * MS, Kind.DOWN if i % 2 == 0 else Kind.UP,
+                  KeyClass.SPACE, 1000 + i // 2) for i in range(400)]
+    assert run(pipeline, more) == [] and pipeline._keys_in_buffer == 0  # held until unlocked
+    pipeline.session_locked(True)
+    pipeline.session_locked(False)
+    run(pipeline, more)
+    assert pipeline.enrol_keys > 0
 
 
 def test_allowed_software_injection_is_neither_learned_nor_flagged():
