@@ -18,6 +18,9 @@ def _loader(fmt: str):
     if fmt == "aalto":
         from agent.sources.datasets import aalto
         return aalto.load
+    if fmt == "balabit":
+        from agent.sources.datasets import balabit
+        return balabit.load
     from agent.sources import replay
     return replay.load
 
@@ -216,8 +219,28 @@ def cmd_doctor(args) -> int:
     return 1 if any(item["level"] == "fail" for item in results) else 0
 
 
+def cmd_autostart(args) -> int:
+    from agent.system import autostart
+    try:
+        if args.action == "enable":
+            autostart.enable(per_machine=args.machine)
+        elif args.action == "disable":
+            autostart.disable(per_machine=args.machine)
+    except (autostart.AutostartError, OSError) as exc:
+        print(f"cadence: autostart: {exc}", file=sys.stderr)
+        return 1
+    state = autostart.status()
+    if args.json:
+        print(json.dumps(state, sort_keys=True))
+    else:
+        print(f"start at login: {'on' if state['enabled'] else 'off'} - {state['detail']}")
+        print(f"  {state['method']}: {state['path']}" + (" (managed)" if state["managed"] else ""))
+    return 0
+
+
 def cmd_eval_protocol(args) -> int:
-    """eval continuous / injection: the protocol module's evaluate() and summary_lines()."""
+    """eval continuous / injection / mouse: the protocol module's evaluate() and
+    summary_lines()."""
     import importlib
     module = importlib.import_module(f"agent.evaluation.{args.protocol}")
     people, report = _load(args)
@@ -228,9 +251,27 @@ def cmd_eval_protocol(args) -> int:
         options["policy"] = args.sensitivity
     with _progress(len(people), f"{args.protocol} eval") as bar:
         result = module.evaluate(people, progress=bar.update, **options)
+    if args.protocol == "mouse" and args.format == "balabit":
+        from agent.sources.datasets import balabit
+        if balabit.has_challenge(Path(args.dir)):  # test sessions of unsampled users: unscored
+            tests = balabit.load_challenge(Path(args.dir), report)
+            result.update(module.evaluate_challenge(people, tests))
     result["load"] = report.as_dict()
     _report(result, args, f"{args.protocol.capitalize()}, {args.format}, seed {args.seed}:",
             module.summary_lines(result))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from agent.evaluation import bench
+    try:
+        result = bench.run(duration_s=args.duration, seed=args.seed, x11=args.x11,
+                           display=args.display)
+    except bench.BenchError as exc:
+        print(f"cadence: bench: {exc}", file=sys.stderr)
+        return 1
+    _report(result, args, f"Overhead ({result['mode']}, {args.duration:g} s per phase, "
+            f"seed {args.seed}):", bench.summary_lines(result))
     return 0
 
 
@@ -258,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
     cont = _eval_parser(protocols, "continuous", ["aalto", "recording"], cmd_eval_protocol,
                         "continuous authentication: ANIA, ANGA")
     cont.add_argument("--enrol", type=int, default=10, help="enrolment sessions (default 10)")
+    _eval_parser(protocols, "mouse", ["balabit", "recording"], cmd_eval_protocol,
+                 "mouse dynamics AUC (and the Balabit challenge protocol when labelled)")
     inj = _eval_parser(protocols, "injection", ["aalto", "recording"], cmd_eval_protocol,
                        "keystroke injection: human false positives, keys to detect")
     inj.add_argument("--sensitivity", choices=["relaxed", "balanced", "strict"],
@@ -281,6 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check display, input, keyring, lock method")
     doctor.add_argument("--json", action="store_true")
     doctor.set_defaults(handler=cmd_doctor)
+    autostart = commands.add_parser("autostart", help="start at login: enable, disable, status")
+    autostart.add_argument("action", choices=["enable", "disable", "status"])
+    autostart.add_argument("--machine", action="store_true",
+                           help="for every user (administrator/root): the machine-wide entry")
+    autostart.add_argument("--json", action="store_true")
+    autostart.set_defaults(handler=cmd_autostart)
+    bench = commands.add_parser("bench", help="measure the agent's overhead (EVALUATION.md)")
+    bench.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    bench.add_argument("--x11", action="store_true",
+                       help="real hooks: run `cadence run --no-tray` on X, type through XTest")
+    bench.add_argument("--display", default=None,
+                       help="with --x11: this X display (keys are typed into it) instead of a "
+                            "private Xvfb")
+    bench.add_argument("--duration", type=float, default=60.0,
+                       help="seconds of each phase, idle and typing (default 60)")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.set_defaults(handler=cmd_bench)
     return parser
 
 

@@ -10,11 +10,15 @@ what is allowed; it is ignored (the lower layer's value stays) and reported, nev
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import plistlib
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 BUNDLE_ID = "org.cadence.agent"
 LINUX_POLICY = Path("/etc/cadence/policy.toml")
@@ -22,6 +26,32 @@ MAC_POLICY = Path("/Library/Managed Preferences") / f"{BUNDLE_ID}.plist"
 WINDOWS_KEY = r"SOFTWARE\Policies\Cadence\Agent"
 
 ACTIONS = ("observe", "alert", "lock")
+
+SINK_TYPES = ("syslog", "webhook", "splunk_hec")
+TRANSPORTS = ("udp", "tcp", "tls")
+DEFAULT_PORTS = {"udp": 514, "tcp": 514, "tls": 6514}
+FACILITIES = {"kern": 0, "user": 1, "mail": 2, "daemon": 3, "auth": 4, "syslog": 5, "lpr": 6,
+              "news": 7, "uucp": 8, "cron": 9, "authpriv": 10, "ftp": 11,
+              **{f"local{n}": 16 + n for n in range(8)}}
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    """One SIEM destination (an entry of ``sinks``); see :mod:`agent.actions.sinks`."""
+    type: str                             # syslog | webhook | splunk_hec
+    name: str = ""                        # names its spool folder; default: type + a hash
+    host: str = ""                        # syslog collector
+    port: int = 0                         # syslog: default 514 (udp, tcp) or 6514 (tls)
+    transport: str = "tcp"                # syslog: udp | tcp (RFC 6587 octet counting) | tls
+    facility: str = "authpriv"            # syslog facility name
+    url: str = ""                         # webhook / splunk_hec: https://...
+    ca_file: str = ""                     # tls / https: CA bundle; default: the system's store
+    token: str = field(default="", repr=False)  # never shown in repr, errors or logs
+    token_env: str = ""                   # ... or the name of an environment variable holding it
+    token_file: str = ""                  # ... or a file holding it
+    index: str = ""                       # splunk_hec only
+    source: str = "cadence"               # splunk_hec only
+    sourcetype: str = "cadence:alert"     # splunk_hec only
 
 
 @dataclass(frozen=True)
@@ -37,10 +67,14 @@ class Policy:
     injection_allow_software: bool = True  # OS-flagged injected input (remote desktop, ...)
     audit_max_mb: int = 10
     audit_backups: int = 5
+    sinks: tuple[SinkConfig, ...] = ()    # SIEM destinations: [[sinks]] tables, see SinkConfig
+    heartbeat_minutes: int = 15           # a heartbeat to every sink, so a silenced agent shows
+    spool_max_records: int = 10000        # per sink while its collector is down; oldest dropped
 
 
 _RANGES = {"sensitivity": (0.5, 2.0), "enrol_keystrokes": (200, 20000),
-           "pause_minutes": (1, 480), "audit_max_mb": (1, 1000), "audit_backups": (1, 100)}
+           "pause_minutes": (1, 480), "audit_max_mb": (1, 1000), "audit_backups": (1, 100),
+           "heartbeat_minutes": (1, 1440), "spool_max_records": (100, 1_000_000)}
 _CHOICES = {"action": ACTIONS, "injection_action": ACTIONS}
 
 
@@ -54,6 +88,11 @@ def validate(key: str, value, source: str):
     if key not in fields:
         raise PolicyError(f"{source}: unknown setting {key!r}; known: {', '.join(fields)}")
     default = fields[key].default
+    if key == "sinks":
+        sinks, problems = validate_sinks(value, source)
+        if problems:
+            raise PolicyError("; ".join(problems))
+        return sinks
     where = f"{source}: {key} = {value!r}"
     if isinstance(default, bool):
         if isinstance(value, int) and value in (0, 1):  # registry DWORDs
@@ -77,6 +116,128 @@ def validate(key: str, value, source: str):
     return type(default)(value)
 
 
+_SINK_KEYS = {"syslog": {"type", "name", "host", "port", "transport", "facility", "ca_file"},
+              "webhook": {"type", "name", "url", "ca_file", "token", "token_env", "token_file"}}
+_SINK_KEYS["splunk_hec"] = _SINK_KEYS["webhook"] | {"index", "source", "sourcetype"}
+_SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+_HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
+_HEC_FIELD = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_TOKEN = re.compile(r"[\x21-\x7e]{1,512}")
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for messages and logs: no user info, no query (webhook URLs often hold a
+    secret there)."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<unparsable url>"
+    return f"{parts.scheme}://{netloc}{parts.path}" + ("?<hidden>" if parts.query else "")
+
+
+def _sink(entry, where: str) -> SinkConfig:
+    """One ``sinks`` entry as a SinkConfig, or PolicyError naming the entry's key and value."""
+    if not isinstance(entry, dict):
+        raise PolicyError(f"{where} must be a table with a type ({', '.join(SINK_TYPES)})")
+    kind = entry.get("type")
+    if kind not in SINK_TYPES:
+        raise PolicyError(f"{where}.type = {kind!r} must be one of {', '.join(SINK_TYPES)}")
+    unknown = sorted(str(k) for k in set(entry) - _SINK_KEYS[kind])
+    if unknown:
+        raise PolicyError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} for a {kind} "
+                          f"sink; known: {', '.join(sorted(_SINK_KEYS[kind]))}")
+
+    def text(key, pattern=None, allowed=None, secret=False):
+        value = entry.get(key, "")
+        shown = "<hidden>" if secret else repr(value)
+        if not isinstance(value, str):
+            raise PolicyError(f"{where}.{key} = {shown} is not a string")
+        if allowed and value not in allowed:
+            raise PolicyError(f"{where}.{key} = {shown} must be one of {', '.join(allowed)}")
+        if pattern and value and not pattern.fullmatch(value):
+            raise PolicyError(f"{where}.{key} = {shown} is not a valid {key.replace('_', ' ')}")
+        return value
+
+    values = {"type": kind, "name": text("name", _SINK_NAME), "ca_file": text("ca_file")}
+    if kind == "syslog":
+        values["host"] = text("host", _HOST)
+        if not values["host"]:
+            raise PolicyError(f"{where}: a syslog sink needs a host")
+        values["transport"] = text("transport", allowed=TRANSPORTS) if "transport" in entry \
+            else SinkConfig.transport
+        values["facility"] = text("facility", allowed=tuple(FACILITIES)) if "facility" in entry \
+            else SinkConfig.facility
+        port = entry.get("port", DEFAULT_PORTS[values["transport"]])
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise PolicyError(f"{where}.port = {port!r} must be a port number 1..65535")
+        values["port"] = port
+        if values["ca_file"] and values["transport"] != "tls":
+            raise PolicyError(f"{where}.ca_file only applies to transport = \"tls\"")
+        destination = f"{values['transport']}://{values['host']}:{port}"
+    else:
+        url = text("url")
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise PolicyError(f"{where}.url = {redact_url(url)!r} is not a valid URL") from None
+        if parts.scheme != "https" or not parts.hostname:
+            raise PolicyError(f"{where}.url = {redact_url(url)!r} must be an https:// URL")
+        if "@" in parts.netloc:
+            raise PolicyError(f"{where}.url must not hold user:password; use token instead")
+        values["url"] = destination = url
+        values["token"] = text("token", _TOKEN, secret=True)
+        values["token_env"] = text("token_env", _ENV_NAME)
+        values["token_file"] = text("token_file")
+        given = [k for k in ("token", "token_env", "token_file") if values[k]]
+        if len(given) > 1:
+            raise PolicyError(f"{where}: give only one of token, token_env, token_file")
+        if kind == "splunk_hec":
+            if not given:
+                raise PolicyError(f"{where}: a splunk_hec sink needs token, token_env or "
+                                  "token_file (the HEC token)")
+            for key in ("index", "source", "sourcetype"):
+                if key in entry:
+                    values[key] = text(key, _HEC_FIELD)
+    if not values["name"]:
+        digest = hashlib.sha256(destination.encode("utf-8")).hexdigest()[:10]
+        values["name"] = f"{kind}-{digest}"
+    return SinkConfig(**values)
+
+
+def validate_sinks(value, source: str) -> tuple[tuple[SinkConfig, ...], list[str]]:
+    """The usable entries of a ``sinks`` value, and one message per bad entry (skipped).
+
+    ``value`` is a list of tables (TOML ``[[sinks]]``, a plist array of dicts) or, from the
+    Windows registry, a JSON string holding one. A token's value is never put in a message.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise PolicyError(f"{source}: sinks is a string but not JSON for a list of "
+                              "tables") from None
+    if not isinstance(value, (list, tuple)):
+        raise PolicyError(f"{source}: sinks must be a list of tables ([[sinks]] in TOML), "
+                          f"not a {type(value).__name__}")
+    sinks, problems, names = [], [], set()
+    for i, entry in enumerate(value):
+        where = f"{source}: sinks[{i}]"
+        try:
+            sink = entry if isinstance(entry, SinkConfig) else _sink(entry, where)
+        except PolicyError as exc:
+            problems.append(f"{exc}; this sink is skipped")
+            continue
+        if sink.name in names:
+            problems.append(f"{where}.name = {sink.name!r} is used twice; this sink is skipped")
+            continue
+        names.add(sink.name)
+        sinks.append(sink)
+    return tuple(sinks), problems
+
+
 @dataclass(frozen=True)
 class Settings:
     policy: Policy
@@ -95,7 +256,11 @@ def merge(layers: list[tuple[str, dict, bool]]) -> Settings:
             if key in managed and not is_managed:
                 continue
             try:
-                values[key] = validate(key, value, source)
+                if key == "sinks":  # a bad entry is reported and skipped; the others still work
+                    values[key], problems = validate_sinks(value, source)
+                    errors.extend(problems)
+                else:
+                    values[key] = validate(key, value, source)
             except PolicyError as exc:
                 errors.append(str(exc))
                 continue

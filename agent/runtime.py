@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 
 from agent import __version__
 from agent.actions import notify as desktop
+from agent.actions import sinks as siem
 from agent.actions.audit import AuditLog
 from agent.actions.lock import lock_session
 from agent.model.prior import cell_weights
@@ -63,6 +64,7 @@ class Agent:
         self.audit = AuditLog(paths.audit, max_bytes=self.policy.audit_max_mb * 1_000_000,
                               backups=self.policy.audit_backups)
         self.instance = InstanceLock(paths.instance_lock)
+        self.sinks: siem.SinkDispatcher | None = None  # SIEM delivery, if policy names sinks
         self.stopping = threading.Event()
         self.pipeline: Pipeline | None = None
         self._worker: threading.Thread | None = None
@@ -82,10 +84,18 @@ class Agent:
         """Take the instance lock, load the profile, start hooks and the worker."""
         self.instance.acquire()
         private_dir(self.paths.requests)
+        self.sinks, sink_problems = siem.dispatcher_from_policy(self.policy,
+                                                                self.paths.data / "spool")
+        if self.sinks is not None:  # alert-worthy audit records also go to the SIEM
+            self.sinks.start()
+            self.audit = siem.ForwardingAudit(self.audit, self.sinks)
         self.audit.record("start", version=__version__, state="starting")
         for problem in self.settings.errors:
             log.error("policy: %s", problem)
             self.audit.record("policy_error", reason="invalid-setting")
+        for problem in sink_problems:
+            log.error("policy: %s", problem)
+            self.audit.record("policy_error", reason="sink-unusable")
         profile = self._load_profile()
         self.pipeline = Pipeline(self.policy, profile, cell_weights())
         if self._key_unavailable:
@@ -106,6 +116,8 @@ class Agent:
                 and not self._key_unavailable:
             self._save(self.pipeline.profile)
         self.audit.record("stop", state="stopped")
+        if self.sinks is not None:
+            self.sinks.stop(timeout=5)
         self._publish(force=True, state="stopped")
         self.instance.release()
 
@@ -178,6 +190,8 @@ class Agent:
             self._execute(p.resume())
         self._watchdog(now)
         self._check_lock(now)
+        if self.sinks is not None:
+            self.sinks.maybe_heartbeat(now, {"state": p.state})
         self._publish()
 
     def _retry_profile(self, now: float) -> None:

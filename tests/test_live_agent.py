@@ -223,3 +223,43 @@ def test_tampered_profile_is_refused_and_relearned(scenario):
     second = subprocess.run([sys.executable, "-m", "agent", "run", "--no-tray"], env=agent.env,
                             capture_output=True, text=True, timeout=30)
     assert second.returncode == 1 and "already running" in second.stderr
+
+
+def payload(gap_ms, hold_ms, keys=60, seed=0):
+    """A keystroke injector's payload as events: classes of a command line, machine timing."""
+    from agent.events import Event, KeyClass, Kind
+    rng = np.random.default_rng(seed)
+    classes = rng.choice([KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER, KeyClass.SPACE,
+                          KeyClass.PUNCTUATION], size=keys, p=[0.45, 0.35, 0.15, 0.05])
+    gaps = gap_ms(rng, keys)
+    events, t = [], 0.0
+    for i, (cls, gap) in enumerate(zip(classes, gaps)):
+        events += [Event(int(t * 1e6), Kind.DOWN, cls, i), Event(int((t + hold_ms) * 1e6), Kind.UP, cls, i)]
+        t += gap
+    return sorted(events, key=lambda e: e.t_ns)
+
+
+def injection_entries(agent):
+    return [e for e in agent.audit() if e["kind"] == "injection"]
+
+
+@pytest.mark.parametrize("name, gaps", [
+    ("usb-5ms", lambda rng, n: np.full(n, 5.0)),
+    ("jitter-20-120ms", lambda rng, n: rng.uniform(20, 120, n)),
+])
+def test_keystroke_injection_is_caught_and_locked(scenario, name, gaps):
+    """A USB injector typing through the real hooks: detected, locked, and not learned."""
+    agent, typer = scenario["agent"], scenario["typer"]
+    from Xlib import X
+    assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"), 15)
+    before = len(injection_entries(agent))
+    learned = agent.status()["enrol_keystrokes"]
+    typer.replay(payload(gaps, hold_ms=3.0), speed=1.0)
+    assert wait_for(lambda: len(injection_entries(agent)) > before, 10), name
+    entry = injection_entries(agent)[-1]
+    assert entry["verdict"] == "injection"
+    assert entry["keys_observed"] <= (14 if name.startswith("usb") else 40)
+    assert wait_for(lambda: x_keyboard_grab_status(scenario["display"]) == X.AlreadyGrabbed, 10)
+    assert agent.status()["enrol_keystrokes"] == learned  # injected keys were not learned
+    subprocess.run(["pkill", "-KILL", "-x", "i3lock"], check=False)
+    assert wait_for(lambda: agent.status().get("state") != "locked", 15)
