@@ -105,8 +105,7 @@ def cmd_run(args) -> int:
         if tray is not None:
             tray.run(lambda: None)
         else:
-            while not agent.stopping.wait(1.0):
-                pass
+            agent.stopping.wait()  # woken by SIGTERM / Ctrl-C, not by a timer
     except KeyboardInterrupt:
         pass
     finally:

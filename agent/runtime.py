@@ -37,8 +37,11 @@ from agent.system.paths import Paths, private_dir
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
-LOCK_CHECK_S = 2.0
-SILENT_HOOK_S = 10.0
+BATCH_S = 0.1             # the worker rests this long after a batch of input
+MAX_BATCH = 4096
+LOCK_CHECK_S = 5.0        # how often to ask the OS whether the session is locked, when idle
+UNLOCK_CHECK_S = 2.0      # ... and how often while we know it is locked
+SILENT_HOOK_S = 10.0      # hooks silent this long while the OS reports input: hook lost
 KEY_RETRY_S = 10.0
 REQUESTS = ("enroll-restart", "forget", "pause", "resume")
 
@@ -72,6 +75,7 @@ class Agent:
         self._training_error: str | None = None
         self._pause_until = 0.0
         self._last_lock_check = 0.0
+        self._last_silence_check = 0.0
         self._last_published: dict | None = None
         self._last_heartbeat = 0.0
         self._hook_events_at = time.monotonic()
@@ -157,16 +161,25 @@ class Agent:
 
     # -- the worker ------------------------------------------------------------------------------
     def _work(self) -> None:
+        """Wait for input (at most a tick), then take everything queued in one go and rest
+        ``BATCH_S``: input costs at most 1/BATCH_S wake-ups a second, however fast it comes;
+        decisions use the events' own times, so batching does not change them."""
         last_tick = 0.0
         while not self.stopping.is_set():
             try:
-                event = self.source.queue.get(timeout=TICK_S)
+                batch = [self.source.queue.get(timeout=TICK_S)]
             except queue.Empty:
-                event = None
+                batch = []
+            while batch and len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self.source.queue.get_nowait())
+                except queue.Empty:
+                    break
             try:
-                if event is not None:
+                if batch:
                     self._hook_events_at = time.monotonic()
-                    self._execute(self.pipeline.feed(event))
+                    for event in batch:
+                        self._execute(self.pipeline.feed(event))
                 now = time.monotonic()
                 if now - last_tick >= TICK_S:
                     last_tick = now
@@ -174,6 +187,8 @@ class Agent:
             except Exception:  # noqa: BLE001 - keep protecting; say so
                 log.exception("pipeline worker error")
                 self.audit.record("error", state="error", reason="worker-exception")
+            if batch:
+                self.stopping.wait(BATCH_S)
 
     def _tick(self, now: float) -> None:
         p = self.pipeline
@@ -210,9 +225,12 @@ class Agent:
         if not self.source.alive():
             problem = "hook-stopped"
         else:
-            idle = session.idle_seconds()
-            if idle is not None and idle < TICK_S and now - self._hook_events_at > SILENT_HOOK_S:
-                problem = "hook-silent"
+            silent = now - self._hook_events_at > SILENT_HOOK_S
+            if silent and now - self._last_silence_check >= SILENT_HOOK_S:
+                self._last_silence_check = now  # ask the OS only now and then, when silent
+                idle = session.idle_seconds()
+                if idle is not None and idle < TICK_S:
+                    problem = "hook-silent"
         if problem:
             log.warning("%s", REASONS[problem])
             self._hook_problem = problem
@@ -226,14 +244,14 @@ class Agent:
             self._execute(self.pipeline.degrade(None))
 
     def _check_lock(self, now: float) -> None:
-        """Learn whether the session is locked (not while the user is typing: the check may
-        briefly grab the keyboard on X)."""
-        if now - self._last_lock_check < LOCK_CHECK_S:
+        """Learn whether the session is locked. Not while the user types (the X check briefly
+        grabs the keyboard): only after ``LOCK_CHECK_S`` without input, and at that pace."""
+        locked_now = self.pipeline.state == "locked"
+        every = UNLOCK_CHECK_S if locked_now else LOCK_CHECK_S
+        if now - self._last_lock_check < every:
             return
-        if self.pipeline.state != "locked":
-            idle = session.idle_seconds()
-            if idle is not None and idle < LOCK_CHECK_S:
-                return
+        if not locked_now and now - self._hook_events_at < LOCK_CHECK_S:
+            return
         self._last_lock_check = now
         locked = session.screen_locked()
         if locked is not None:
