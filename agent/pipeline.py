@@ -107,7 +107,7 @@ class Pipeline:
                  injection: InjectionDetector | None = None) -> None:
         self.policy = policy
         self.weights = cell_weights
-        self.injection = injection or InjectionDetector()
+        self.injection = injection or InjectionDetector(policy.injection_sensitivity)
         self.profile = profile
         self.state = "learning" if profile is None else "protecting"
         self.reason: str | None = None

@@ -65,6 +65,7 @@ class Policy:
     locker_command: tuple[str, ...] = ()  # Linux fallback locker, e.g. ["i3lock", "-n"]
     injection_action: str = "lock"        # on a keystroke-injection verdict
     injection_allow_software: bool = True  # OS-flagged injected input (remote desktop, ...)
+    injection_sensitivity: str = "balanced"  # relaxed | balanced | strict (see features/injection)
     audit_max_mb: int = 10
     audit_backups: int = 5
     sinks: tuple[SinkConfig, ...] = ()    # SIEM destinations: [[sinks]] tables, see SinkConfig
@@ -75,7 +76,8 @@ class Policy:
 _RANGES = {"sensitivity": (0.5, 2.0), "enrol_keystrokes": (200, 20000),
            "pause_minutes": (1, 480), "audit_max_mb": (1, 1000), "audit_backups": (1, 100),
            "heartbeat_minutes": (1, 1440), "spool_max_records": (100, 1_000_000)}
-_CHOICES = {"action": ACTIONS, "injection_action": ACTIONS}
+_CHOICES = {"action": ACTIONS, "injection_action": ACTIONS,
+            "injection_sensitivity": ("relaxed", "balanced", "strict")}
 
 
 class PolicyError(ValueError):
@@ -307,7 +309,10 @@ def _read_registry() -> dict:  # pragma: no cover - Windows only
                     if kind == winreg.REG_MULTI_SZ:
                         value = list(value)
                     elif kind == winreg.REG_SZ and name == "sensitivity":
-                        value = float(value)
+                        try:
+                            value = float(value)
+                        except ValueError:
+                            pass  # validate() names the bad value
                     values[name] = value
                     i += 1
         except OSError:

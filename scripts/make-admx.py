@@ -64,6 +64,11 @@ TEXT = {
                                  "(remote desktop, password-manager auto-type, automation tools) "
                                  "is accepted. Disabled: it is treated as keystroke injection. "
                                  "Default: accepted.", None),
+    "injection_sensitivity": ("Keystroke injection sensitivity",
+                              "How much machine-timed typing it takes to call it injection: "
+                              "relaxed, balanced or strict. Strict catches a USB injector within "
+                              "about 5 keys but also flags autocomplete and text-expander bursts. "
+                              "Default: balanced.", "Sensitivity"),
     "audit_max_mb": ("Audit log file size",
                      "Size of one audit log file before it is rotated, 1 - 1000 MB. Default: 10.",
                      "Megabytes"),
@@ -88,7 +93,9 @@ TEXT = {
                           "Records"),
 }
 CHOICE_TEXT = {"observe": "Observe (audit log only)", "alert": "Alert the user",
-               "lock": "Lock the session"}
+               "lock": "Lock the session", "relaxed": "Relaxed (twice the evidence)",
+               "balanced": "Balanced (no human flagged on the Aalto set)",
+               "strict": "Strict (about 5 keys; flags autocomplete bursts)"}
 
 
 def _fields():
