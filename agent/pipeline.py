@@ -33,6 +33,8 @@ from agent import decision
 from agent.events import Event, Kind
 from agent.features.injection import InjectionDetector
 from agent.features.keystroke import N_CELLS, N_BINS, window_vector
+from agent.features.mouse import Segmenter, action_features
+from agent.model.mouse import MouseModel, summary
 from agent.model.profile import KeystrokeModel, Profile
 from agent.policy import Policy
 
@@ -41,6 +43,14 @@ WINDOW_BREAK_S = 60.0
 MIN_ENROL_WINDOWS = 10
 MIN_COVERED_CELLS = 8
 SAVE_EVERY_ADAPTATIONS = 20
+MOUSE_WINDOW = 20          # actions per mouse decision (the window the model is trained for)
+MOUSE_STEP = 10            # score the mouse every this many new actions
+MIN_MOUSE_ACTIONS = 300    # mouse use while learning needed to train a mouse model
+MAX_MOUSE_ACTIONS = 4000   # enrolment actions kept (bounded memory)
+# Mouse evidence moves trust at most this much per window: at 20 actions its AUC (0.83 on
+# Balabit) is far below typing's over 200 keys, so it takes several odd windows to lock.
+MOUSE_MAX_DROP = 20.0
+MOUSE_MAX_RISE = 10.0
 ADAPT_MASS = 4  # adapted profile holds at most ~2x the enrolment's timings
 
 
@@ -82,6 +92,7 @@ class Lock:
 @dataclass(frozen=True)
 class Train:
     windows: np.ndarray = field(repr=False)
+    mouse_actions: np.ndarray = field(repr=False, default_factory=lambda: np.empty((0, 0)))
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,11 @@ class Pipeline:
         self.trust_policy = decision.TrustPolicy(sensitivity=policy.sensitivity)
         self.thresholds = self._thresholds(profile)
         self.trust = decision.reset()
+        self.segmenter = Segmenter()
+        self.mouse_actions: list[np.ndarray] = []
+        self._actions: deque[np.ndarray] = deque(maxlen=MOUSE_WINDOW)
+        self._new_actions = 0
+        self.last_mouse_score: float | None = None
         self.last_score: float | None = None
         self.last_verdict = "ok"
         self.enrol_windows: list[np.ndarray] = []
@@ -146,16 +162,22 @@ class Pipeline:
             out["trust"] = round(self.trust.trust, 2)
         if self.last_score is not None:
             out["last_score"] = round(self.last_score, 4)
+        out["mouse_model"] = bool(self.profile is not None and self.profile.mouse is not None)
+        out["mouse_actions_learned"] = len(self.mouse_actions)
+        if self.last_mouse_score is not None:
+            out["last_mouse_score"] = round(self.last_mouse_score, 4)
         return out
 
     # -- input ----------------------------------------------------------------------------------
     def feed(self, event: Event) -> list:
-        if not event.is_key or self.state in ("paused", "locked", "degraded", "error"):
+        if self.state in ("paused", "locked", "degraded", "error"):
             return []
         if event.injected and self.policy.injection_allow_software:
-            return []  # OS-flagged automation the policy allows: not the user's typing
+            return []  # OS-flagged automation the policy allows: not the user's input
         if self._holding():
             return []  # after an impostor or injection verdict nothing is learned or scored
+        if not event.is_key:
+            return self._mouse(event)
         detection = self.injection.observe(event)
         if detection is not None:
             return self._injection(detection)
@@ -216,8 +238,9 @@ class Pipeline:
         if self.quality is not None:
             return []
         self.training = True
-        return [Train(windows), Audit("enrolment", {"state": "training",
-                                                    "windows": len(windows)})]
+        return [Train(windows, np.array(self.mouse_actions)),
+                Audit("enrolment", {"state": "training", "windows": len(windows),
+                                    "mouse_actions": len(self.mouse_actions)})]
 
     def installed(self, profile: Profile) -> list:
         """The shell trained (or loaded) a profile: start protecting with it."""
@@ -227,7 +250,9 @@ class Pipeline:
         self.thresholds = self._thresholds(profile)
         self.trust = decision.reset()
         self.state = "protecting"
+        self.mouse_actions = []
         self._clear_buffer()
+        self._clear_mouse()
         return [Save(profile), Audit("state", {"state": "protecting",
                                                "windows": profile.keystroke.windows}),
                 Notify("Cadence is protecting this session",
@@ -251,8 +276,40 @@ class Pipeline:
             self._adapt(model, vector)
             if self.adaptations % SAVE_EVERY_ADAPTATIONS == 0:
                 effects.append(Save(self.profile))
-        effects += self._verdict(self.trust.verdict.value, score)
+        effects += self._verdict(self.trust.verdict.value, score, "keystroke")
         return effects
+
+    # -- mouse ----------------------------------------------------------------------------------
+    def _mouse(self, event: Event) -> list:
+        """Pointer events become actions (the same segmenter as the evaluation); while
+        learning their features are kept for the mouse model, then windows of them are scored."""
+        effects = []
+        for action in self.segmenter.push(event):
+            row = action_features(action)
+            if self.profile is None:
+                if len(self.mouse_actions) < MAX_MOUSE_ACTIONS:
+                    self.mouse_actions.append(row)
+            elif self.profile.mouse is not None:
+                effects += self._mouse_action(row, self.profile.mouse)
+        return effects
+
+    def _mouse_action(self, row: np.ndarray, model: MouseModel) -> list:
+        self._actions.append(row)
+        self._new_actions += 1
+        if len(self._actions) < model.window or self._new_actions < MOUSE_STEP:
+            return []
+        self._new_actions = 0
+        score = float(model.score_vectors(summary(np.array(self._actions))[None, :])[0])
+        score /= model.scale  # 1.0: the user's own typical window
+        self.last_mouse_score = score
+        self.trust = decision.update(self.trust, score, decision.Thresholds(1.0, 0.0),
+                                     mouse_trust_policy(model, self.policy.sensitivity))
+        return self._verdict(self.trust.verdict.value, score, "mouse")
+
+    def _clear_mouse(self) -> None:
+        self.segmenter = Segmenter()
+        self._actions.clear()
+        self._new_actions = 0
 
     def _adapt(self, model: KeystrokeModel, vector: np.ndarray) -> None:
         """Follow slow drift: blend a clearly genuine window in, keeping total mass bounded."""
@@ -264,10 +321,10 @@ class Pipeline:
         model._table = None
         self.adaptations += 1
 
-    def _verdict(self, verdict: str, score: float) -> list:
+    def _verdict(self, verdict: str, score: float, modality: str) -> list:
         previous, self.last_verdict = self.last_verdict, verdict
         fields = {"verdict": verdict, "score": round(score, 4),
-                  "trust": round(self.trust.trust, 2)}
+                  "trust": round(self.trust.trust, 2), "modality": modality}
         if verdict == "impostor":
             if previous == "impostor":
                 return []
@@ -314,6 +371,7 @@ class Pipeline:
             self._before_pause = "protecting" if self.profile else "learning"
             self.state = "locked"
             self._clear_buffer()
+            self._clear_mouse()
             self.injection.reset()
             return [Audit("state", {"state": "locked"})]
         if not locked and self.state == "locked":
@@ -337,6 +395,7 @@ class Pipeline:
         self._before_pause = "protecting" if self.profile else "learning"
         self.state = "paused"
         self._clear_buffer()
+        self._clear_mouse()
         return [Audit("state", {"state": "paused"})]
 
     def resume(self) -> list:
@@ -354,8 +413,18 @@ class Pipeline:
                 self._before_pause = "protecting" if self.profile else "learning"
             self.state, self.reason = "degraded", reason
             self._clear_buffer()
+            self._clear_mouse()
             return [Audit("state", {"state": "degraded", "reason": reason})]
         if reason is None and self.state == "degraded":
             self.state, self.reason = self._before_pause, None
             return [Audit("state", {"state": self.state})]
         return []
+
+
+def mouse_trust_policy(model: MouseModel, sensitivity: float) -> decision.TrustPolicy:
+    """How mouse windows move trust, from this user's enrolment: a window scoring beyond the
+    user's own 95th percentile (``threshold``, in units of their typical score) costs trust,
+    one below it gives some back; steps are smaller than typing's (see MOUSE_MAX_DROP)."""
+    tolerance = max(model.threshold / model.scale - 1.0, 0.1)
+    return decision.TrustPolicy(tolerance=tolerance, gain=40.0, max_drop=MOUSE_MAX_DROP,
+                                max_rise=MOUSE_MAX_RISE, sensitivity=sensitivity)

@@ -26,7 +26,8 @@ from agent.actions.audit import AuditLog
 from agent.actions.lock import lock_session
 from agent.model.prior import cell_weights
 from agent.model.profile import KeystrokeModel, Profile
-from agent.pipeline import REASONS, Audit, Lock, Notify, Pipeline, Save, Train
+from agent.pipeline import (MIN_MOUSE_ACTIONS, MOUSE_WINDOW, REASONS, Audit, Lock, Notify,
+                            Pipeline, Save, Train)
 from agent.policy import Settings
 from agent.sources.live import LiveSource
 from agent.store import KeyUnavailableError, ProfileStore, StoreError, TamperError
@@ -53,6 +54,17 @@ def write_json_atomic(path, data: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f)
     os.replace(tmp, path)
+
+
+def train_profile(job: Train) -> Profile:
+    """A profile from enrolment (training path: imports pyod). The mouse model is trained when
+    the user used the mouse enough while learning (``MIN_MOUSE_ACTIONS``)."""
+    from agent.model import mouse
+    from agent.model.detector import RankShift
+    keystroke = KeystrokeModel.from_detector(RankShift().fit(job.windows))
+    actions = job.mouse_actions
+    enough = len(actions) >= max(MIN_MOUSE_ACTIONS, 2 * MOUSE_WINDOW)
+    return Profile(keystroke, mouse.calibrate(actions, MOUSE_WINDOW) if enough else None)
 
 
 class Agent:
@@ -291,7 +303,7 @@ class Agent:
             elif isinstance(effect, Lock):
                 self._lock(effect.reason)
             elif isinstance(effect, Train):
-                threading.Thread(target=self._train, args=(effect.windows,), daemon=True,
+                threading.Thread(target=self._train, args=(effect,), daemon=True,
                                  name="cadence-train").start()
             elif isinstance(effect, Save):
                 self._save(effect.profile)
@@ -309,11 +321,9 @@ class Agent:
             log.error("could not lock the session: %s", result.detail)
             self._execute(self.pipeline.lock_failed(result.method))
 
-    def _train(self, windows) -> None:
+    def _train(self, job: Train) -> None:
         try:
-            from agent.model.detector import RankShift
-            detector = RankShift().fit(windows)
-            self._pending_profile = Profile(KeystrokeModel.from_detector(detector))
+            self._pending_profile = train_profile(job)
         except Exception as exc:  # noqa: BLE001
             log.exception("training failed")
             self._training_error = type(exc).__name__

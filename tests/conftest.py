@@ -56,7 +56,7 @@ def _free_display(start: int = 60) -> int:
 class XServer:
     """A real Xvfb for the test, killed by PID (SIGKILL) in teardown (see FIELD-NOTES)."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: str = "1280x800x24") -> None:
         import shutil
         import subprocess
         import time
@@ -64,7 +64,7 @@ class XServer:
             pytest.skip("Xvfb not installed: apt-get install xvfb (CI installs it)")
         self.number = _free_display()
         self.name = f":{self.number}"
-        self.proc = subprocess.Popen(["Xvfb", self.name, "-screen", "0", "1280x800x24",
+        self.proc = subprocess.Popen(["Xvfb", self.name, "-screen", "0", size,
                                       "-nolisten", "tcp", "-noreset"], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 10

@@ -131,3 +131,33 @@ def test_enrolment_quality_needs_enough_varied_typing():
     empty = np.zeros((12, 7040))
     empty[:, 0] = 100
     assert "little varied" in enrolment_quality(empty)
+
+
+def test_mouse_evidence_moves_trust_and_locks_a_clicking_impostor(balabit_dir):
+    """A profile with a mouse model (trained as the agent trains it) judges pointer use: the
+    enrolled user's later sessions keep trust far longer than another person's."""
+    from agent.features.mouse import features
+    from agent.model import mouse
+    from agent.runtime import train_profile
+    from agent.sources.datasets import balabit
+    people, _ = balabit.load(balabit_dir, users=3, seed=2)
+    owner, *others = people
+    enrol = np.concatenate([features(s)[0] for s in owner.sessions[:-2]])
+    keystroke_windows = np.zeros((12, 7040))
+    keystroke_windows[:, ::37] = 3  # typing is not what this test is about
+    profile = train_profile(Train(keystroke_windows, enrol))
+    assert profile.mouse is not None and profile.mouse.window == 20
+    restored = Profile.from_json(profile.to_json())
+    np.testing.assert_allclose(restored.mouse.train, profile.mouse.train)
+
+    def locked(sessions):
+        pipeline = Pipeline(Policy(), restored, cell_weights())
+        effects = run(pipeline, [e for s in sessions for e in s])
+        return any(isinstance(e, Lock) for e in effects), pipeline
+
+    genuine_locked, genuine = locked(owner.sessions[-2:])
+    assert not genuine_locked and genuine.status()["last_mouse_score"] is not None
+    for other in others:
+        impostor_locked, impostor = locked(other.sessions[-2:])
+        assert impostor_locked, "a clicking impostor must be locked out"
+        assert impostor.status()["verdict"] == "impostor"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from agent.events import Event, KeyClass, Kind
+from agent.events import Button, Event, KeyClass, Kind
 
 KEYSYMS = {
     KeyClass.LEFT_LETTER: ("f", "d", "s", "e"),
@@ -69,6 +69,26 @@ class XTyper:
     def move(self, x: int, y: int) -> None:
         self._xtest.fake_input(self.display, self._X.MotionNotify, x=int(x), y=int(y))
         self.display.sync()
+
+    def button(self, number: int, press: bool) -> None:
+        self._xtest.fake_input(self.display, self._X.ButtonPress if press else
+                               self._X.ButtonRelease, number)
+        self.display.sync()
+
+    def replay_pointer(self, events: list[Event], speed: float = 1.0) -> None:
+        """Replay pointer events (moves, presses, releases) at their timing / ``speed``."""
+        buttons = {Button.LEFT: 1, Button.MIDDLE: 2, Button.RIGHT: 3}
+        pointer = [e for e in events if e.kind in (Kind.MOVE, Kind.PRESS, Kind.RELEASE)]
+        if not pointer:
+            return
+        start, first = time.perf_counter(), pointer[0].t_ns
+        for e in pointer:
+            _sleep_until(start + (e.t_ns - first) / 1e9 / speed)
+            if e.kind == Kind.MOVE:
+                self.move(e.x, e.y)
+            else:
+                self.move(e.x, e.y)
+                self.button(buttons.get(e.button, 1), e.kind == Kind.PRESS)
 
     def replay(self, events: list[Event], speed: float = 1.0, max_gap_s: float = 1.0) -> None:
         """Replay key events at their timing / ``speed``; gaps longer than ``max_gap_s`` are

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.features.keystroke import N_BINS, N_CELLS, N_FEATURES
+from agent.model.mouse import MouseModel
 from agent.model.rankshift import rank_scores, rank_table
 
 FORMAT = "cadence-profile"
@@ -97,15 +98,45 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _numbers(values, what: str) -> np.ndarray:
+    array = np.asarray(values, dtype=object)
+    if array.size and not all(_number(v) for v in array.ravel()):
+        raise ProfileError(f"the {what} holds a value that is not a number; re-enrol")
+    return array.astype(float)
+
+
+def mouse_to_dict(model: MouseModel) -> dict:
+    return {"window": model.window, "n_neighbors": model.n_neighbors, "scale": model.scale,
+            "threshold": model.threshold, "mean": model.mean.tolist(),
+            "std": model.std.tolist(), "train": model.train.tolist()}
+
+
+def mouse_from_dict(data: dict) -> MouseModel:
+    mean, std = _numbers(data["mean"], "mouse model"), _numbers(data["std"], "mouse model")
+    train = _numbers(data["train"], "mouse model")
+    window, neighbours = data["window"], data["n_neighbors"]
+    if not (isinstance(window, int) and isinstance(neighbours, int) and window > 0
+            and neighbours > 0 and mean.ndim == 1 and std.shape == mean.shape
+            and train.ndim == 2 and train.shape[1] == mean.size and len(train) > neighbours
+            and np.all(std > 0) and _number(data["scale"]) and _number(data["threshold"])):
+        raise ProfileError("the mouse model is inconsistent; re-enrol")
+    return MouseModel(window, mean, std, train, neighbours, float(data["scale"]),
+                      float(data["threshold"]))
+
+
 @dataclass
 class Profile:
-    """Everything learned about one user."""
+    """Everything learned about one user: the keystroke model, and the mouse model when the
+    user moved the mouse enough while learning."""
 
     keystroke: KeystrokeModel
+    mouse: MouseModel | None = None
 
     def to_json(self) -> bytes:
-        return json.dumps({"format": FORMAT, "version": VERSION,
-                           "keystroke": self.keystroke.to_dict()}).encode()
+        data = {"format": FORMAT, "version": VERSION, "keystroke": self.keystroke.to_dict()}
+        if self.mouse is not None:
+            data["mouse"] = mouse_to_dict(self.mouse)
+        return json.dumps(data).encode()
 
     @classmethod
     def from_json(cls, blob: bytes) -> "Profile":
@@ -120,7 +151,9 @@ class Profile:
             raise ProfileError(f"profile version {data.get('version')!r} is not supported by "
                                f"this agent (expects {VERSION}); re-enrol")
         try:
-            return cls(keystroke=KeystrokeModel.from_dict(data["keystroke"]))
+            mouse = data.get("mouse")
+            return cls(keystroke=KeystrokeModel.from_dict(data["keystroke"]),
+                       mouse=None if mouse is None else mouse_from_dict(mouse))
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ProfileError):
                 raise
