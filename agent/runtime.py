@@ -14,7 +14,6 @@ import logging
 import os
 import queue
 import socket
-import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ from agent.policy import Settings
 from agent.sources.live import LiveSource
 from agent.store import KeyUnavailableError, ProfileStore, StoreError, TamperError
 from agent.system import session
+from agent.system.files import write_private
 from agent.system.instance import InstanceLock
 from agent.system.paths import Paths, private_dir
 
@@ -46,14 +46,6 @@ SILENT_HOOK_S = 10.0      # hooks silent this long while the OS reports input: h
 KEY_RETRY_S = 10.0
 REQUESTS = ("enroll-restart", "forget", "pause", "resume")
 
-
-
-def write_json_atomic(path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, path)
 
 
 def train_profile(job: Train) -> Profile:
@@ -366,7 +358,7 @@ class Agent:
         status["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
             private_dir(self.paths.runtime)
-            write_json_atomic(self.paths.state, status)
+            write_private(self.paths.state, json.dumps(status).encode())
         except OSError as exc:
             log.error("cannot write %s: %s", self.paths.state, exc.strerror)
         if self.tray is not None:

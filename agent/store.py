@@ -33,7 +33,6 @@ import getpass
 import logging
 import os
 import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -44,6 +43,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from agent.model.profile import Profile, ProfileError
+from agent.system.files import fsync_directory, write_private
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class ProfileStore:
         header = MAGIC + bytes([FORMAT_VERSION]) + key.source
         nonce = os.urandom(NONCE_LEN)
         blob = header + nonce + AESGCM(key.material).encrypt(nonce, plaintext, header)
-        _atomic_write(self.path, blob)
+        write_private(self.path, blob)
         self._protection = _SOURCES[key.source]
         if key.source == SOURCE_KEYRING and self.key_path.exists():
             # the profile is now under the keyring key: the weaker key file is no longer needed
@@ -280,7 +280,7 @@ class ProfileStore:
         material = self._read_key_file()
         if material is None:
             material = AESGCM.generate_key(bit_length=256)
-            _atomic_write(self.key_path, material)
+            write_private(self.key_path, material)
         return _Key(material, SOURCE_FILE)
 
     def _key_for_reading(self, source: bytes) -> _Key:
@@ -402,7 +402,7 @@ class ProfileStore:
                       type(exc).__name__)
             _unlink(self.path)
             return None
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         return target
 
 
@@ -412,39 +412,6 @@ def _decode(value: str) -> bytes | None:
     except (binascii.Error, UnicodeEncodeError, AttributeError):
         return None
     return material if len(material) == KEY_LEN else None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write temp (0600) + fsync + os.replace + fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if os.name == "posix":
-                os.fchmod(f.fileno(), 0o600)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _unlink(path: Path) -> int:

@@ -46,43 +46,13 @@ def balabit_dir(tmp_path_factory) -> Path:
     return _unpack("balabit-mouse-train", tmp_path_factory)
 
 
-def _free_display(start: int = 60) -> int:
-    for n in range(start, start + 40):
-        if not Path(f"/tmp/.X{n}-lock").exists() and not Path(f"/tmp/.X11-unix/X{n}").exists():
-            return n
-    raise RuntimeError("no free X display number")
-
-
-class XServer:
-    """A real Xvfb for the test, killed by PID (SIGKILL) in teardown (see FIELD-NOTES)."""
-
-    def __init__(self, size: str = "1280x800x24") -> None:
-        import shutil
-        import subprocess
-        import time
-        if not shutil.which("Xvfb"):
-            pytest.skip("Xvfb not installed: apt-get install xvfb (CI installs it)")
-        self.number = _free_display()
-        self.name = f":{self.number}"
-        self.proc = subprocess.Popen(["Xvfb", self.name, "-screen", "0", size,
-                                      "-nolisten", "tcp", "-noreset"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{self.number}").exists():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.close()
-                pytest.fail("Xvfb did not start within 10 s")
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        import signal
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=5)
-        for path in (Path(f"/tmp/.X{self.number}-lock"), Path(f"/tmp/.X11-unix/X{self.number}")):
-            path.unlink(missing_ok=True)
+def XServer(size: str = "1280x800x24"):
+    """A real Xvfb for a test (agent.evaluation.xreplay.Xvfb), or a skip saying what to install."""
+    import shutil
+    from agent.evaluation.xreplay import Xvfb
+    if not shutil.which("Xvfb"):
+        pytest.skip("Xvfb not installed: apt-get install xvfb (CI installs it)")
+    return Xvfb(size)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 from agent.evaluation import bench
 from agent.events import Kind

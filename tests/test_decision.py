@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agent import decision
-from agent.decision import ScoringWindow, Thresholds, TrustPolicy, TrustState, Verdict
+from agent.decision import ScoringWindow, TrustPolicy, TrustState, Verdict
 
 CALIBRATION = np.array([0.62, 0.7, 0.74, 0.75, 0.8, 0.84, 0.85, 0.92, 0.95, 1.09])
 POLICY = TrustPolicy()

@@ -137,7 +137,6 @@ def test_mouse_evidence_moves_trust_and_locks_a_clicking_impostor(balabit_dir):
     """A profile with a mouse model (trained as the agent trains it) judges pointer use: the
     enrolled user's later sessions keep trust far longer than another person's."""
     from agent.features.mouse import features
-    from agent.model import mouse
     from agent.runtime import train_profile
     from agent.sources.datasets import balabit
     people, _ = balabit.load(balabit_dir, users=3, seed=2)

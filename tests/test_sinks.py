@@ -32,7 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from agent.actions import sinks as siem
 from agent.actions import spool as spooling
 from agent.actions.audit import AuditLog
-from agent.policy import FACILITIES, Policy, PolicyError, SinkConfig, merge, validate
+from agent.policy import FACILITIES, Policy, PolicyError, merge, validate
 
 GUARD_S = 90
 RSYSLOGD = shutil.which("rsyslogd") or "/usr/sbin/rsyslogd"

@@ -30,13 +30,14 @@ import getpass
 import json
 import logging
 import os
-import secrets
 from collections import deque
 from pathlib import Path
 from typing import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from agent.system.files import write_private
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def key_provider(directory: Path, *, use_keyring: bool = True, service: str = SE
         _private_dir(directory)
         material = AESGCM.generate_key(bit_length=256)
         try:
-            _write_private(path, material, exclusive=True)
+            write_private(path, material, exclusive=True)
         except FileExistsError:  # another thread or process made it first
             material = _read_key_file(path)
             if material is None:
@@ -158,45 +159,6 @@ def _private_dir(path: Path) -> None:
         os.chmod(path, 0o700)
 
 
-def _write_private(path: Path, data: bytes, exclusive: bool = False) -> None:
-    """Write ``data`` to ``path`` (0600) durably: temp file + fsync + rename + fsync folder."""
-    if exclusive:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _fsync_dir(path.parent)
-        return
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 # -- the spool ------------------------------------------------------------------------------------
 class Spool:
     """One sink's spool. Not thread-safe: its sink's worker thread owns it.
@@ -243,7 +205,7 @@ class Spool:
             self._memory[seq] = event
         else:
             try:
-                _write_private(self._path(seq), self._seal(seq, data))
+                write_private(self._path(seq), self._seal(seq, data))
             except OSError as exc:
                 log.error("sink %s: cannot write to the spool (%s); event dropped", self.name,
                           exc.strerror or type(exc).__name__)
@@ -382,7 +344,7 @@ class Spool:
             return
         data = json.dumps({"dropped": self.dropped, "unreadable": self.unreadable}).encode()
         try:
-            _write_private(self.directory / META, self._seal(_META_SEQ, data))
+            write_private(self.directory / META, self._seal(_META_SEQ, data))
         except OSError as exc:
             log.error("sink %s: cannot write the spool's counters (%s)", self.name,
                       exc.strerror or type(exc).__name__)

@@ -385,35 +385,6 @@ def _prepare_home(home: Path, profile) -> dict:
     return env
 
 
-class _Xvfb:
-    def __init__(self) -> None:
-        import shutil
-        if not shutil.which("Xvfb"):
-            raise BenchError("--x11 needs Xvfb (apt-get install xvfb) or --display")
-        self.number = next(n for n in range(80, 140)
-                           if not Path(f"/tmp/.X{n}-lock").exists()
-                           and not Path(f"/tmp/.X11-unix/X{n}").exists())
-        self.name = f":{self.number}"
-        self.proc = subprocess.Popen(["Xvfb", self.name, "-screen", "0", "1280x800x24",
-                                      "-nolisten", "tcp", "-noreset"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 10
-        while not Path(f"/tmp/.X11-unix/X{self.number}").exists():
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.close()
-                raise BenchError("Xvfb did not start within 10 s")
-            time.sleep(0.05)
-
-    def close(self) -> None:  # SIGKILL by PID: a busy Xvfb can ignore SIGTERM (FIELD-NOTES)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=5)
-        for path in (Path(f"/tmp/.X{self.number}-lock"), Path(f"/tmp/.X11-unix/X{self.number}")):
-            path.unlink(missing_ok=True)
-
-
 def _drive_x11(display: str, duration_s: float, seed: int) -> int:
     """Type and move through XTest for ``duration_s`` at the realistic rate; events sent."""
     from agent.evaluation.xreplay import XTyper
@@ -456,7 +427,11 @@ def measure_agent(profile, duration_s: float, seed: int, x11: bool = False,
         env = _prepare_home(home, profile)
         if x11:
             if display is None:
-                xvfb = _Xvfb()
+                from agent.evaluation.xreplay import Xvfb
+                try:
+                    xvfb = Xvfb(first=80)
+                except RuntimeError as exc:
+                    raise BenchError(f"--x11 needs Xvfb or --display: {exc}") from None
                 display = xvfb.name
             env["DISPLAY"] = display
             env.pop("WAYLAND_DISPLAY", None)

@@ -8,7 +8,12 @@ character exists to replay.
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import subprocess
 import time
+from pathlib import Path
 
 from agent.events import Button, Event, KeyClass, Kind
 
@@ -125,3 +130,34 @@ def _sleep_until(due: float) -> None:
         if left <= 0:
             return
         time.sleep(left - 0.001 if left > 0.002 else 0)
+
+
+class Xvfb:
+    """A private virtual X server (Xvfb) on a free display, for tests and ``cadence bench
+    --x11``. Killed by PID with SIGKILL (a busy Xvfb can ignore SIGTERM; FIELD-NOTES.md)."""
+
+    def __init__(self, size: str = "1280x800x24", first: int = 60) -> None:
+        if not shutil.which("Xvfb"):
+            raise RuntimeError("Xvfb is not installed (apt-get install xvfb)")
+        self.number = next(n for n in range(first, first + 80)
+                           if not Path(f"/tmp/.X{n}-lock").exists()
+                           and not Path(f"/tmp/.X11-unix/X{n}").exists())
+        self.name = f":{self.number}"
+        self.proc = subprocess.Popen(["Xvfb", self.name, "-screen", "0", size, "-nolisten",
+                                      "tcp", "-noreset"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not Path(f"/tmp/.X11-unix/X{self.number}").exists():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError(f"Xvfb {self.name} did not start within 10 s")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=5)
+        for path in (Path(f"/tmp/.X{self.number}-lock"), Path(f"/tmp/.X11-unix/X{self.number}")):
+            path.unlink(missing_ok=True)

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent.events import Button, Event, Kind
+from agent.events import Event, Kind
 
 PAUSE_S = 0.5
 JUMP_PX = 5000.0
