@@ -107,7 +107,7 @@ def default_directory() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False, roaming=False))
 
 
-def _os_user() -> str:
+def os_user() -> str:
     try:
         return getpass.getuser()
     except Exception:  # no login name and no passwd entry (containers)
@@ -126,7 +126,7 @@ class ProfileStore:
                  username: str | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_directory()
         self.service = service
-        self.username = username or _os_user()
+        self.username = username or os_user()
         self._protection: str | None = None
         self._warned = False
 
@@ -271,7 +271,7 @@ class ProfileStore:
     def _key_for_writing(self) -> _Key:
         ok, value = self._keyring_get()
         if ok:
-            material = _decode(value) if value is not None else None
+            material = decode_key(value) if value is not None else None
             if material is not None:
                 return _Key(material, SOURCE_KEYRING)
             material = AESGCM.generate_key(bit_length=256)
@@ -291,7 +291,7 @@ class ProfileStore:
             return _Key(material, SOURCE_FILE)
         ok, value = self._keyring_get()
         if ok:
-            material = _decode(value) if value is not None else None
+            material = decode_key(value) if value is not None else None
             if material is None:
                 self._tamper("key-missing",
                              "exists but its key is missing from the OS keyring or damaged")
@@ -406,7 +406,8 @@ class ProfileStore:
         return target
 
 
-def _decode(value: str) -> bytes | None:
+def decode_key(value: str) -> bytes | None:
+    """A base64 key as stored in the keyring; None unless it is a whole 256-bit key."""
     try:
         material = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError, AttributeError):

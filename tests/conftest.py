@@ -60,3 +60,26 @@ def xserver():
     server = XServer()
     yield server
     server.close()
+
+
+class GuardTimeout(Exception):
+    pass
+
+
+@pytest.fixture
+def alarm_guard(request):
+    """Fail (never hang) a test that runs longer than its module's GUARD_S (default 120 s),
+    e.g. on a wedged Xvfb or a receiver that never answers."""
+    import signal
+    seconds = getattr(request.module, "GUARD_S", 120)
+
+    def on_alarm(signum, frame):
+        raise GuardTimeout(f"test exceeded {seconds}s guard")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)

@@ -49,23 +49,9 @@ def _have_gi() -> bool:
 
 
 # --------------------------------------------------------------------------- guards and fixtures
-class GuardTimeout(Exception):
-    pass
-
-
 @pytest.fixture(autouse=True)
-def _alarm_guard():
-    """Fail (never hang) a test that runs longer than GUARD_S, e.g. on a wedged Xvfb."""
-    def on_alarm(signum, frame):
-        raise GuardTimeout(f"test exceeded {GUARD_S}s guard")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(GUARD_S)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+def _guard(alarm_guard):
+    """Every test here runs under the GUARD_S alarm (conftest.alarm_guard)."""
 
 
 @pytest.fixture(autouse=True)

@@ -43,22 +43,9 @@ CANARY = "CANARYzq7Typed"
 
 
 # --------------------------------------------------------------------------- guards and helpers
-class GuardTimeout(Exception):
-    pass
-
-
 @pytest.fixture(autouse=True)
-def _alarm_guard():
-    def on_alarm(signum, frame):
-        raise GuardTimeout(f"test exceeded {GUARD_S}s guard")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(GUARD_S)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
+def _guard(alarm_guard):
+    """Every test here runs under the GUARD_S alarm (conftest.alarm_guard)."""
 
 
 def wait_for(predicate, timeout_s: float = 15.0, every_s: float = 0.05):

@@ -25,8 +25,6 @@ for this run and leaves those records for a later start.
 from __future__ import annotations
 
 import base64
-import binascii
-import getpass
 import json
 import logging
 import os
@@ -37,7 +35,9 @@ from typing import Callable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from agent.store import decode_key, os_user
 from agent.system.files import write_private
+from agent.system.paths import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def key_provider(directory: Path, *, use_keyring: bool = True, service: str = SE
             return material
         if use_keyring and _keyring_backend_ok():
             import keyring
-            user = username or _os_user()
+            user = username or os_user()
             try:
                 value = keyring.get_password(service, user)
             except Exception as exc:  # locked, D-Bus gone, ...
@@ -81,7 +81,7 @@ def key_provider(directory: Path, *, use_keyring: bool = True, service: str = SE
                     raise SpoolKeyUnavailable(type(exc).__name__) from None
                 value = None
             else:
-                material = _decode(value) if value is not None else None
+                material = decode_key(value) if value is not None else None
                 if material is not None:
                     return material
                 material = AESGCM.generate_key(bit_length=256)
@@ -96,7 +96,7 @@ def key_provider(directory: Path, *, use_keyring: bool = True, service: str = SE
         if use_keyring:
             log.warning("no usable OS keyring for the SIEM spool key; using a key file readable "
                         "only by you (%s), which is weaker protection", path)
-        _private_dir(directory)
+        private_dir(directory)
         material = AESGCM.generate_key(bit_length=256)
         try:
             write_private(path, material, exclusive=True)
@@ -118,21 +118,6 @@ def _keyring_backend_ok() -> bool:
         return False
 
 
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001
-        return f"uid-{os.getuid()}" if hasattr(os, "getuid") else "default"
-
-
-def _decode(value: str) -> bytes | None:
-    try:
-        material = base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, AttributeError):
-        return None
-    return material if len(material) == KEY_LEN else None
-
-
 def _read_key_file(path: Path) -> bytes | None:
     try:
         fd = os.open(path, os.O_RDONLY | _BINARY)
@@ -150,13 +135,6 @@ def _has_records(directory: Path) -> bool:
         return any(p.is_dir() and any(p.glob("*.rec")) for p in directory.iterdir())
     except OSError:
         return False
-
-
-# -- files ----------------------------------------------------------------------------------------
-def _private_dir(path: Path) -> None:
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if os.name == "posix" and path.stat().st_mode & 0o777 != 0o700:
-        os.chmod(path, 0o700)
 
 
 # -- the spool ------------------------------------------------------------------------------------
@@ -279,8 +257,8 @@ class Spool:
             return None
 
     def _open(self) -> None:
-        _private_dir(self.directory.parent)
-        _private_dir(self.directory)
+        private_dir(self.directory.parent)
+        private_dir(self.directory)
         seqs = []
         for p in self.directory.iterdir():
             if p.name.endswith(".tmp"):
