@@ -82,8 +82,13 @@ def cmd_run(args) -> int:
             settings.policy, enrol_keystrokes=args.enrol_keystrokes))
     tray = None
     if not args.no_tray:
+        from agent.system import autostart
         from agent.tray import Tray
-        tray = Tray({}, settings.policy.allow_pause, settings.policy.allow_quit)
+        # A user who may not quit may not stop it starting at login either; a machine-wide
+        # entry is the administrator's.
+        choose = settings.policy.allow_quit and autostart.status().get("can_toggle", False)
+        tray = Tray({"autostart": autostart.toggle}, settings.policy.allow_pause,
+                    settings.policy.allow_quit, autostart.is_enabled if choose else None)
     agent = Agent(paths, settings, tray=tray)
     if tray is not None:
         tray.actions.update({

@@ -68,6 +68,7 @@ class Policy:
     injection_sensitivity: str = "balanced"  # relaxed | balanced | strict (see features/injection)
     audit_max_mb: int = 10
     audit_backups: int = 5
+    retention_days: int = 90              # rotated audit files older than this are deleted
     sinks: tuple[SinkConfig, ...] = ()    # SIEM destinations: [[sinks]] tables, see SinkConfig
     heartbeat_minutes: int = 15           # a heartbeat to every sink, so a silenced agent shows
     spool_max_records: int = 10000        # per sink while its collector is down; oldest dropped
@@ -75,6 +76,7 @@ class Policy:
 
 _RANGES = {"sensitivity": (0.5, 2.0), "enrol_keystrokes": (200, 20000),
            "pause_minutes": (1, 480), "audit_max_mb": (1, 1000), "audit_backups": (1, 100),
+           "retention_days": (1, 3650),
            "heartbeat_minutes": (1, 1440), "spool_max_records": (100, 1_000_000)}
 _CHOICES = {"action": ACTIONS, "injection_action": ACTIONS,
             "injection_sensitivity": ("relaxed", "balanced", "strict")}

@@ -44,6 +44,7 @@ LOCK_CHECK_S = 5.0        # how often to ask the OS whether the session is locke
 UNLOCK_CHECK_S = 2.0      # ... and how often while we know it is locked
 SILENT_HOOK_S = 10.0      # hooks silent this long while the OS reports input: hook lost
 KEY_RETRY_S = 10.0
+PRUNE_EVERY_S = 86400.0
 REQUESTS = ("enroll-restart", "forget", "pause", "resume")
 
 
@@ -80,6 +81,7 @@ class Agent:
         self._pause_until = 0.0
         self._last_lock_check = 0.0
         self._last_silence_check = 0.0
+        self._last_prune = 0.0
         self._last_published: dict | None = None
         self._last_heartbeat = 0.0
         self._hook_events_at = time.monotonic()
@@ -98,6 +100,7 @@ class Agent:
             self.sinks.start()
             self.audit = siem.ForwardingAudit(self.audit, self.sinks)
         self.audit.record("start", version=__version__, state="starting")
+        self._prune_audit(time.monotonic())
         for problem in self.settings.errors:
             log.error("policy: %s", problem)
             self.audit.record("policy_error", reason="invalid-setting")
@@ -203,6 +206,8 @@ class Agent:
             self.audit.record("error", reason="training-failed")
             self._training_error = None
         self._requests()
+        if now - self._last_prune >= PRUNE_EVERY_S:
+            self._prune_audit(now)
         if self._key_unavailable and now - self._last_key_retry >= KEY_RETRY_S:
             self._retry_profile(now)
         if p.state == "paused" and now >= self._pause_until:
@@ -212,6 +217,13 @@ class Agent:
         if self.sinks is not None:
             self.sinks.maybe_heartbeat(now, {"state": p.state})
         self._publish()
+
+    def _prune_audit(self, now: float) -> None:
+        self._last_prune = now
+        try:
+            self.audit.prune(self.policy.retention_days)
+        except OSError as exc:
+            log.error("cannot prune old audit files: %s", exc.strerror)
 
     def _retry_profile(self, now: float) -> None:
         """The keyring was locked at start: try again; never overwrite the stored profile."""
@@ -223,6 +235,8 @@ class Agent:
             self._execute(self.pipeline.installed(profile))
 
     def _watchdog(self, now: float) -> None:
+        if self.stopping.is_set():
+            return  # the hooks are being stopped on purpose
         if self._hook_problem in ("wayland", "no-display"):
             return
         problem = None

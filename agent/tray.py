@@ -67,7 +67,9 @@ class Tray:
     """pystray icon; ``actions`` maps menu entries to callables run by the agent."""
 
     def __init__(self, actions: dict[str, Callable[[], None]], allow_pause: bool,
-                 allow_quit: bool) -> None:
+                 allow_quit: bool, login_item: Callable[[], bool] | None = None) -> None:
+        """``login_item``: when given (policy allows the user to choose), a "Start at login"
+        check box showing its value and running the ``autostart`` action."""
         import pystray
         self._pystray = pystray
         self.actions = actions
@@ -76,6 +78,9 @@ class Tray:
                  pystray.MenuItem("Show status", self._do("status"))]
         if allow_pause:
             items.append(pystray.MenuItem("Pause protection", self._do("pause")))
+        if login_item is not None:
+            items.append(pystray.MenuItem("Start at login", self._do("autostart"),
+                                          checked=lambda _: login_item()))
         items += [pystray.MenuItem("Open audit log", self._do("open_log")),
                   pystray.MenuItem("About Cadence", self._do("about"))]
         if allow_quit:

@@ -69,6 +69,9 @@ TEXT = {
                               "relaxed, balanced or strict. Strict catches a USB injector within "
                               "about 5 keys but also flags autocomplete and text-expander bursts. "
                               "Default: balanced.", "Sensitivity"),
+    "retention_days": ("Audit log retention",
+                       "Rotated audit log files older than this many days are deleted, "
+                       "1 - 3650. Default: 90.", "Days"),
     "audit_max_mb": ("Audit log file size",
                      "Size of one audit log file before it is rotated, 1 - 1000 MB. Default: 10.",
                      "Megabytes"),

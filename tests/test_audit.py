@@ -175,3 +175,18 @@ def test_default_path_is_the_user_log_dir(monkeypatch, tmp_path):
     log = AuditLog()
     log.record("start")
     assert log.path == path and _mode(path) == 0o600 and _mode(path.parent) == 0o700
+
+
+def test_prune_deletes_only_rotated_files_older_than_retention(tmp_path):
+    log = AuditLog(tmp_path / "audit.jsonl", max_bytes=200, backups=5)
+    for i in range(40):
+        log.record("heartbeat", state="protecting", windows=i)
+    files = log.files()
+    assert len(files) >= 3
+    old = files[-1]
+    os.utime(old, (0, 0))  # 1970: long past any retention
+    assert log.prune(retention_days=90) == 1
+    assert not old.exists() and log.path.exists()
+    os.utime(log.path, (0, 0))
+    log.prune(retention_days=1)
+    assert log.path.exists()  # the current file is never pruned, however old

@@ -366,3 +366,22 @@ def test_deb_installs_runs_and_purges(deb, tmp_path):
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
+
+
+def test_pyinstaller_build_runs_on_linux(tmp_path):
+    """CI builds the frozen Linux agent from the spec and smoke-runs it."""
+    pytest.importorskip("PyInstaller", reason="pip install pyinstaller (the test extra has it)")
+    out = subprocess.run([sys.executable, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN",
+                          "--distpath", str(tmp_path / "dist"), "--workpath",
+                          str(tmp_path / "build"), str(REPO / "installers" / "pyinstaller" /
+                                                       "cadence.spec")],
+                         capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    exe = tmp_path / "dist" / "cadence" / "cadence"
+    version = subprocess.run([str(exe), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("cadence ")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    env["CADENCE_HOME"] = str(tmp_path / "home")
+    doctor = subprocess.run([str(exe), "doctor"], capture_output=True, text=True, timeout=120,
+                            env=env)
+    assert "display" in doctor.stdout and "keyring" in doctor.stdout

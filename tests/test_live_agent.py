@@ -2,9 +2,9 @@
 agent's own pynput hooks, a real screen locker (i3lock), a tray host (trayer).
 
 Stages run in order on one agent home: learn a real Aalto participant's typing (replayed at
-their recorded timing, twice as fast to keep CI short; every timing scales alike), keep
-protecting while the same person types on, lock when another participant types, see the lock
-from another X client, leave no trace of a typed canary, and refuse a tampered profile.
+their recorded timing), keep protecting while the same person types on, lock when another
+participant types, see the lock from another X client, leave no trace of a typed canary, refuse
+a tampered profile, and stop keystroke injectors.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from agent.sources.datasets import aalto
 pytestmark = pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("i3lock")),
                                 reason="needs Xvfb and i3lock (apt-get install xvfb i3lock)")
 
-SPEED = 2.0
+SPEED = 1.0
 ENROL_KEYS = 500
 CANARY = "zqxj vbwk pfyg"
 
@@ -179,7 +179,7 @@ def test_same_person_typing_on_is_not_locked(scenario):
 
 def test_another_person_typing_is_locked_out(scenario):
     agent, typer = scenario["agent"], scenario["typer"]
-    for session in scenario["impostor"].sessions[-8:]:
+    for session in scenario["impostor"].sessions:
         typer.replay(session, speed=SPEED)
         if agent.status().get("state") == "locked":
             break

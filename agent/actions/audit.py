@@ -141,6 +141,22 @@ class AuditLog:
                                for n in range(1, self.backups + 1)]
         return [p for p in names if p.exists()]
 
+    def prune(self, retention_days: int, now: float | None = None) -> int:
+        """Delete rotated files whose newest record is older than ``retention_days`` (the
+        current file is never deleted); returns how many were deleted."""
+        import time
+        cutoff = (time.time() if now is None else now) - retention_days * 86400
+        removed = 0
+        with self._lock:
+            for path in self.files()[1:]:
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        return removed
+
     def read(self) -> list[dict]:
         """All records, oldest first (for ``cadence status`` and tests)."""
         records = []

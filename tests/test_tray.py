@@ -1,0 +1,52 @@
+"""The tray view: pictures per state, tooltip, menu entries that follow the policy."""
+
+import pytest
+
+from agent.tray import COLOURS, Tray, icon_image, tooltip
+
+
+@pytest.mark.parametrize("size", [16, 24, 32, 64])
+def test_every_state_has_its_own_picture_at_every_size(size):
+    pictures = {state: icon_image(state, 40, size).tobytes() for state in COLOURS}
+    assert all(icon_image(s, 40, size).size == (size, size) for s in COLOURS)
+    assert len(set(pictures.values())) == len(COLOURS)
+    assert icon_image("learning", 10, size).tobytes() != icon_image("learning", 90, size).tobytes()
+
+
+def test_tooltip_tells_state_progress_and_reason():
+    assert tooltip({"state": "learning", "progress": 42}) == "Cadence: learning 42%"
+    assert "Wayland" in tooltip({"state": "degraded", "reason": "wayland",
+                                 "detail": "Wayland session: ..."})
+
+
+def labels(tray):
+    return [item.text for item in tray.icon.menu.items]
+
+
+def test_menu_follows_policy():
+    full = Tray({}, allow_pause=True, allow_quit=True, login_item=lambda: True)
+    assert {"Pause protection", "Quit", "Start at login", "Open audit log"} <= set(labels(full))
+    locked_down = Tray({}, allow_pause=False, allow_quit=False)
+    assert not {"Pause protection", "Quit", "Start at login"} & set(labels(locked_down))
+
+
+def test_menu_entries_run_their_actions_and_the_login_item_shows_its_state():
+    calls = []
+    state = {"on": False}
+    tray = Tray({"autostart": lambda: calls.append("autostart") or state.update(on=True),
+                 "pause": lambda: calls.append("pause")}, True, True,
+                login_item=lambda: state["on"])
+    items = {item.text: item for item in tray.icon.menu.items}
+    assert items["Start at login"].checked is False
+    items["Start at login"](tray.icon)
+    items["Pause protection"](tray.icon)
+    assert calls == ["autostart", "pause"] and items["Start at login"].checked is True
+
+
+def test_show_updates_picture_and_title():
+    tray = Tray({}, True, True)
+    tray.show({"state": "protecting"})
+    assert tray.icon.title == "Cadence: protecting"
+    first = tray.icon.icon
+    tray.show({"state": "locked", "reason": "impostor"})
+    assert tray.icon.icon is not first and "locked" in tray.icon.title
