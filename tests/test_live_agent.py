@@ -26,8 +26,10 @@ from agent.features.keystroke import window_vector
 from agent.model.detector import RankShift
 from agent.sources.datasets import aalto
 
-pytestmark = pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("i3lock")),
-                                reason="needs Xvfb and i3lock (apt-get install xvfb i3lock)")
+pytestmark = [pytest.mark.skipif(not (shutil.which("Xvfb") and shutil.which("i3lock")),
+                                reason="needs Xvfb and i3lock (apt-get install xvfb i3lock)"),
+              pytest.mark.usefixtures("alarm_guard")]
+GUARD_S = 400  # per test: a wedged Xvfb fails the test instead of hanging CI
 
 SPEED = 1.0
 ENROL_KEYS = 500

@@ -19,7 +19,9 @@ from agent.evaluation.xreplay import XTyper
 from agent.features.mouse import Segmenter
 from agent.sources.datasets import balabit
 
-pytestmark = pytest.mark.skipif(not shutil.which("Xvfb"), reason="needs Xvfb (apt-get install xvfb)")
+pytestmark = [pytest.mark.skipif(not shutil.which("Xvfb"), reason="needs Xvfb (apt-get install xvfb)"),
+              pytest.mark.usefixtures("alarm_guard")]
+GUARD_S = 180  # per test: a wedged Xvfb fails the test instead of hanging CI
 
 SCREEN = (2560, 1600)
 SECONDS = 40
