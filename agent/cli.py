@@ -69,7 +69,7 @@ def _settings():
     from agent import policy
     from agent.system.paths import default_paths
     paths = default_paths()
-    return paths, policy.load(paths.settings)
+    return paths, policy.load(paths.settings, last_good=paths.data / "policy.last-good.json")
 
 
 def cmd_run(args) -> int:

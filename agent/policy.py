@@ -322,9 +322,53 @@ def _read_registry() -> dict:  # pragma: no cover - Windows only
     return values
 
 
-def load(user_file: Path | None, managed: tuple[str, dict, list[str]] | None = None) -> Settings:
-    """Settings from the user file and the OS's managed policy (or a given managed layer)."""
+def load(user_file: Path | None, managed: tuple[str, dict, list[str]] | None = None,
+         last_good: Path | None = None) -> Settings:
+    """Settings from the user file and the OS's managed policy (or a given managed layer).
+
+    With ``last_good`` (a file in the agent's data folder), a managed value that is invalid now,
+    or a managed policy that cannot be read at all, keeps the last value that was valid, so a
+    typo in the fleet's policy never hands a setting back to the user; the error is reported."""
     user_values, errors = read_toml(user_file) if user_file else ({}, [])
     source, managed_values, managed_errors = managed if managed is not None else _managed_layer()
+    if last_good is not None:
+        managed_values, kept = _keep_last_good(dict(managed_values), bool(managed_errors),
+                                               last_good)
+        managed_errors = list(managed_errors) + kept
     settings = merge([(str(user_file), user_values, False), (source, managed_values, True)])
     return dataclasses.replace(settings, errors=tuple(errors + managed_errors) + settings.errors)
+
+
+def _keep_last_good(values: dict, unreadable: bool, path: Path) -> tuple[dict, list[str]]:
+    try:
+        good = json.loads(path.read_text(encoding="utf-8"))
+        good = good if isinstance(good, dict) else {}
+    except (OSError, ValueError):
+        good = {}
+    valid, notes = {}, []
+    for key, value in list(values.items()):
+        try:
+            if key == "sinks":
+                _, problems = validate_sinks(value, "managed policy")
+                if problems:
+                    raise PolicyError(problems[0])
+            else:
+                validate(key, value, "managed policy")
+            valid[key] = value
+        except PolicyError:
+            if key in good:
+                values[key] = valid[key] = good[key]
+                notes.append(f"managed {key}: kept the last valid value")
+    if unreadable:
+        for key, value in good.items():
+            values.setdefault(key, value)
+        if good:
+            notes.append("managed policy unreadable: kept the last valid managed policy")
+    elif valid != good:
+        try:
+            from agent.system.files import write_private
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_private(path, json.dumps(valid, default=list).encode())
+        except (OSError, TypeError):
+            pass
+    return values, notes

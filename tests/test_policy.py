@@ -54,3 +54,19 @@ def test_files_are_read_and_broken_files_reported(tmp_path):
 
 def test_registry_style_dwords_are_booleans():
     assert validate("allow_pause", 0, "HKLM") is False
+
+
+def test_an_invalid_managed_value_keeps_the_last_valid_one(tmp_path):
+    last_good = tmp_path / "data" / "policy.last-good.json"
+    user = tmp_path / "settings.toml"
+    user.write_text('action = "observe"\n')
+    first = policy.load(user, managed=("m", {"action": "lock", "sensitivity": 1.5}, []),
+                        last_good=last_good)
+    assert first.policy.action == "lock" and last_good.exists()
+    typo = policy.load(user, managed=("m", {"action": "lokc", "sensitivity": 1.5}, []),
+                       last_good=last_good)
+    assert typo.policy.action == "lock"  # not the user's "observe"
+    assert "action" in typo.managed and any("last valid" in e for e in typo.errors)
+    broken = policy.load(user, managed=("m", {}, ["m: cannot read"]), last_good=last_good)
+    assert broken.policy.action == "lock" and broken.policy.sensitivity == 1.5
+    assert oct(last_good.stat().st_mode & 0o777) == "0o600"
