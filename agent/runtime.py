@@ -40,9 +40,11 @@ log = logging.getLogger(__name__)
 TICK_S = 1.0
 BATCH_S = 0.1             # the worker rests this long after a batch of input
 MAX_BATCH = 4096
-LOCK_CHECK_S = 5.0        # how often to ask the OS whether the session is locked, when idle
-UNLOCK_CHECK_S = 2.0      # ... and how often while we know it is locked
+LOCK_CHECK_S = 5.0        # ask the OS whether the session is locked this long after input stops,
+LOCK_CHECK_MAX_S = 60.0   # ... then at doubling intervals up to this while input stays away
+UNLOCK_CHECK_S = 2.0      # ... and this often while we know it is locked
 SILENT_HOOK_S = 10.0      # hooks silent this long while the OS reports input: hook lost
+SILENCE_CHECK_S = 30.0    # how often to compare with the OS's idle time while silent
 KEY_RETRY_S = 10.0
 PRUNE_EVERY_S = 86400.0
 REQUESTS = ("enroll-restart", "forget", "pause", "resume")
@@ -244,7 +246,7 @@ class Agent:
             problem = "hook-stopped"
         else:
             silent = now - self._hook_events_at > SILENT_HOOK_S
-            if silent and now - self._last_silence_check >= SILENT_HOOK_S:
+            if silent and now - self._last_silence_check >= SILENCE_CHECK_S:
                 self._last_silence_check = now  # ask the OS only now and then, when silent
                 idle = session.idle_seconds()
                 if idle is not None and idle < TICK_S:
@@ -263,12 +265,16 @@ class Agent:
 
     def _check_lock(self, now: float) -> None:
         """Learn whether the session is locked. Not while the user types (the X check briefly
-        grabs the keyboard): only after ``LOCK_CHECK_S`` without input, and at that pace."""
-        locked_now = self.pipeline.state == "locked"
-        every = UNLOCK_CHECK_S if locked_now else LOCK_CHECK_S
-        if now - self._last_lock_check < every:
-            return
-        if not locked_now and now - self._hook_events_at < LOCK_CHECK_S:
+        grabs the keyboard): ``LOCK_CHECK_S`` after input stops, then at doubling intervals
+        (an idle agent stays quiet); every ``UNLOCK_CHECK_S`` while it knows it is locked."""
+        if self.pipeline.state == "locked":
+            due = now - self._last_lock_check >= UNLOCK_CHECK_S
+        else:
+            quiet = now - self._hook_events_at
+            last = self._last_lock_check - self._hook_events_at  # quiet time at the last check
+            due = quiet >= LOCK_CHECK_S and (last < LOCK_CHECK_S or
+                                             quiet >= min(2 * last, last + LOCK_CHECK_MAX_S))
+        if not due:
             return
         self._last_lock_check = now
         locked = session.screen_locked()
