@@ -102,8 +102,9 @@ def cmd_run(args) -> int:
     try:
         agent.start()
     except AlreadyRunning as exc:
+        # exit 0: a login item or LaunchAgent (KeepAlive on failure) must not restart-loop
         print(f"cadence: {exc}", file=sys.stderr)
-        return 1
+        return 0
     import signal
     signal.signal(signal.SIGTERM, lambda *_: (tray.stop() if tray else agent.stopping.set()))
     try:
