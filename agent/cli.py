@@ -88,7 +88,8 @@ def cmd_run(args) -> int:
         # entry is the administrator's.
         choose = settings.policy.allow_quit and autostart.status().get("can_toggle", False)
         tray = Tray({"autostart": autostart.toggle}, settings.policy.allow_pause,
-                    settings.policy.allow_quit, autostart.is_enabled if choose else None)
+                    settings.policy.allow_quit, autostart.is_enabled if choose else None,
+                    managed=tuple(sorted(settings.managed)))
     agent = Agent(paths, settings, tray=tray)
     if tray is not None:
         tray.actions.update({

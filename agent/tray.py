@@ -67,15 +67,20 @@ class Tray:
     """pystray icon; ``actions`` maps menu entries to callables run by the agent."""
 
     def __init__(self, actions: dict[str, Callable[[], None]], allow_pause: bool,
-                 allow_quit: bool, login_item: Callable[[], bool] | None = None) -> None:
+                 allow_quit: bool, login_item: Callable[[], bool] | None = None,
+                 managed: tuple[str, ...] = ()) -> None:
         """``login_item``: when given (policy allows the user to choose), a "Start at login"
-        check box showing its value and running the ``autostart`` action."""
+        check box showing its value and running the ``autostart`` action. ``managed``: the
+        settings the organisation's policy fixes, shown as a locked (disabled) line."""
         import pystray
         self._pystray = pystray
         self.actions = actions
         self._shown: tuple | None = None
         items = [pystray.MenuItem(lambda _: tooltip(self._status), None, enabled=False),
                  pystray.MenuItem("Show status", self._do("status"))]
+        if managed:
+            items.append(pystray.MenuItem("Set by your organisation: " + ", ".join(managed),
+                                          None, enabled=False))
         if allow_pause:
             items.append(pystray.MenuItem("Pause protection", self._do("pause")))
         if login_item is not None:

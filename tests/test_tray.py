@@ -26,8 +26,11 @@ def labels(tray):
 def test_menu_follows_policy():
     full = Tray({}, allow_pause=True, allow_quit=True, login_item=lambda: True)
     assert {"Pause protection", "Quit", "Start at login", "Open audit log"} <= set(labels(full))
-    locked_down = Tray({}, allow_pause=False, allow_quit=False)
+    locked_down = Tray({}, allow_pause=False, allow_quit=False, managed=("action", "allow_quit"))
     assert not {"Pause protection", "Quit", "Start at login"} & set(labels(locked_down))
+    line = [i for i in locked_down.icon.menu.items if i.text.startswith("Set by")][0]
+    assert "action, allow_quit" in line.text and not line.enabled
+    assert not [t for t in labels(full) if t.startswith("Set by")]
 
 
 def test_menu_entries_run_their_actions_and_the_login_item_shows_its_state():
