@@ -182,14 +182,9 @@ def cmd_enroll(args) -> int:
         print("cadence: enrolment runs by itself while the agent learns; "
               "use --restart to discard the profile and learn again", file=sys.stderr)
         return 2
-    if _running(paths) is not None:
-        _request(paths, "enroll-restart")
-        print("asked the running agent to discard the profile and learn again")
-    else:
-        from agent.store import ProfileStore
-        ProfileStore(paths.data).forget()
-        print("profile discarded; the agent will learn again when it next starts")
-    return 0
+    return _discard(paths, "enroll-restart",
+                    "asked the running agent to discard the profile and learn again",
+                    "profile discarded; the agent will learn again when it next starts")
 
 
 def cmd_forget(args) -> int:
@@ -202,13 +197,20 @@ def cmd_forget(args) -> int:
         if input("Delete your typing profile and its key? [y/N] ").strip().lower() != "y":
             print("nothing deleted")
             return 1
+    return _discard(paths, "forget", "asked the running agent to delete the profile and its key",
+                    "profile and key deleted")
+
+
+def _discard(paths, request: str, asked: str, done: str) -> int:
+    """Delete the profile and its key: through the running agent (which then learns again),
+    or directly when none runs."""
     if _running(paths) is not None:
-        _request(paths, "forget")
-        print("asked the running agent to delete the profile and its key")
+        _request(paths, request)
+        print(asked)
     else:
         from agent.store import ProfileStore
         ProfileStore(paths.data).forget()
-        print("profile and key deleted")
+        print(done)
     return 0
 
 
