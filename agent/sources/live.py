@@ -81,10 +81,14 @@ class LiveSource:
                         injected=bool(injected)), started)
 
     def on_click(self, x, y, button, pressed, injected: bool = False) -> None:
+        """pynput's click: its button becomes ours by name."""
+        self.click(x, y, _BUTTONS.get(getattr(button, "name", ""), Button.NONE), pressed,
+                   injected)
+
+    def click(self, x, y, button: Button, pressed, injected: bool = False) -> None:
         started = time.perf_counter_ns()
         kind = Kind.PRESS if pressed else Kind.RELEASE
-        self._put(Event(time.monotonic_ns(), kind, x=float(x), y=float(y),
-                        button=_BUTTONS.get(getattr(button, "name", ""), Button.NONE),
+        self._put(Event(time.monotonic_ns(), kind, x=float(x), y=float(y), button=button,
                         injected=bool(injected)), started)
 
     def on_scroll(self, x, y, dx, dy, injected: bool = False) -> None:
@@ -104,14 +108,17 @@ class LiveSource:
                                                on_release=self.on_release)
             self._keyboard.daemon = True
             self._keyboard.start()
-            if self.want_mouse:
+            if self.want_mouse and mouse.Listener.__module__ == "pynput.mouse._xorg":
+                from agent.sources.xrecord import PointerRecorder
+                self._mouse = PointerRecorder(self.on_move, self.click, self.on_scroll)
+                self._mouse.start()
+            elif self.want_mouse:
                 self._mouse = mouse.Listener(on_move=self.on_move, on_click=self.on_click,
                                              on_scroll=self.on_scroll)
                 self._mouse.daemon = True
                 self._mouse.start()
-            self._keyboard.wait()
-            if self._mouse is not None:
                 self._mouse.wait()
+            self._keyboard.wait()
 
     def alive(self) -> bool:
         listeners = [x for x in (self._keyboard, self._mouse) if x is not None]
