@@ -112,7 +112,7 @@ def cmd_run(args) -> int:
         if tray is not None:
             tray.run(lambda: None)
         else:
-            agent.stopping.wait()  # woken by SIGTERM / Ctrl-C, not by a timer
+            agent.wait_stopped()
     except KeyboardInterrupt:
         pass
     finally:

@@ -2,9 +2,10 @@
 
 Threads: pynput's listener threads put Events on a bounded queue; one worker thread feeds them
 to the :class:`~agent.pipeline.Pipeline` and carries out the effects it returns; the tray owns
-the main thread. The worker wakes at least once a second (never more when idle) to run the
-watchdog, pick up requests from the ``cadence`` command, and publish the status file that
-``cadence status``, the tray and the audit log all read the same state from.
+the main thread. The worker wakes once a second while the user is around (every
+``IDLE_TICK_S`` once input has stopped, see :func:`tick_interval`) to run the watchdog, pick up
+requests from the ``cadence`` command, and publish the status file that ``cadence status``, the
+tray and the audit log all read the same state from.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from agent.system.paths import Paths, private_dir
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
+IDLE_TICK_S = 5.0         # the worker's tick once input has been away SILENT_HOOK_S
 BATCH_S = 0.1             # the worker rests this long after a batch of input
 MAX_BATCH = 4096
 LOCK_CHECK_S = 5.0        # ask the OS whether the session is locked this long after input stops,
@@ -46,9 +48,19 @@ UNLOCK_CHECK_S = 2.0      # ... and this often while we know it is locked
 SILENT_HOOK_S = 10.0      # hooks silent this long while the OS reports input: hook lost
 SILENCE_CHECK_S = 30.0    # how often to compare with the OS's idle time while silent
 KEY_RETRY_S = 10.0
+SIGNAL_POLL_S = 10.0      # the no-tray main thread's wait: see Agent.wait_stopped
 PRUNE_EVERY_S = 86400.0
 REQUESTS = ("enroll-restart", "forget", "pause", "resume")
 
+
+def tick_interval(quiet_s: float, state: str) -> float:
+    """How long the worker sleeps when no input comes. A second while the user is around: the
+    tray and the ``cadence`` command are used with the keyboard and mouse, so their requests
+    find the worker attentive; ``UNLOCK_CHECK_S`` while locked; ``IDLE_TICK_S`` once input has
+    stopped, so an idle agent wakes less than once a second."""
+    if state == "locked":
+        return UNLOCK_CHECK_S
+    return TICK_S if quiet_s < SILENT_HOOK_S else IDLE_TICK_S
 
 
 def train_profile(job: Train) -> Profile:
@@ -134,6 +146,13 @@ class Agent:
         self._publish(force=True, state="stopped")
         self.instance.release()
 
+    def wait_stopped(self) -> None:
+        """Block the main thread until the agent is told to stop (SIGTERM, Ctrl-C). Python runs
+        signal handlers on the main thread only, and a signal that lands just before a lock
+        wait does not interrupt it, so the wait also ends every ``SIGNAL_POLL_S``."""
+        while not self.stopping.wait(SIGNAL_POLL_S):
+            pass
+
     def _load_profile(self) -> Profile | None:
         try:
             return self.store.load()
@@ -175,8 +194,9 @@ class Agent:
         decisions use the events' own times, so batching does not change them."""
         last_tick = 0.0
         while not self.stopping.is_set():
+            tick = tick_interval(time.monotonic() - self._hook_events_at, self.pipeline.state)
             try:
-                batch = [self.source.queue.get(timeout=TICK_S)]
+                batch = [self.source.queue.get(timeout=tick)]
             except queue.Empty:
                 batch = []
             while batch and len(batch) < MAX_BATCH:
@@ -190,7 +210,7 @@ class Agent:
                     for event in batch:
                         self._execute(self.pipeline.feed(event))
                 now = time.monotonic()
-                if now - last_tick >= TICK_S:
+                if now - last_tick >= tick:
                     last_tick = now
                     self._tick(now)
             except Exception:  # noqa: BLE001 - keep protecting; say so
@@ -378,7 +398,7 @@ class Agent:
         status["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         try:
             private_dir(self.paths.runtime)
-            write_private(self.paths.state, json.dumps(status).encode())
+            write_private(self.paths.state, json.dumps(status).encode(), durable=False)
         except OSError as exc:
             log.error("cannot write %s: %s", self.paths.state, exc.strerror)
         if self.tray is not None:

@@ -9,9 +9,10 @@ from pathlib import Path
 _BINARY = getattr(os, "O_BINARY", 0)
 
 
-def write_private(path: Path, data: bytes, exclusive: bool = False) -> None:
-    """Write ``data`` to ``path`` readable by the user only (0600), durably: a temp file
-    (``.<name>.<pid>.<random>.tmp``), fsync, rename over ``path``, fsync the folder. With
+def write_private(path: Path, data: bytes, exclusive: bool = False, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` readable by the user only (0600), atomically: a temp file
+    (``.<name>.<pid>.<random>.tmp``) renamed over ``path``; ``durable`` also fsyncs the file and
+    the folder (not worth a disk flush for a status a reboot makes stale anyway). With
     ``exclusive`` the file is created in place and must not exist yet."""
     target = path if exclusive else \
         path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
@@ -22,14 +23,16 @@ def write_private(path: Path, data: bytes, exclusive: bool = False) -> None:
                 os.fchmod(f.fileno(), 0o600)
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         if not exclusive:
             os.replace(target, path)
     except BaseException:
         if not exclusive:
             target.unlink(missing_ok=True)
         raise
-    fsync_directory(path.parent)
+    if durable:
+        fsync_directory(path.parent)
 
 
 def fsync_directory(directory: Path) -> None:
