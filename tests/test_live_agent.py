@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.evaluation.xreplay import XTyper
+from agent.evaluation.xreplay import TrayHost, XTyper
 from agent.features.keystroke import window_vector
 from agent.model.detector import RankShift
 from agent.sources.datasets import aalto
@@ -104,37 +104,25 @@ class Agent:
 
 @pytest.fixture(scope="module")
 def desktop(xserver):
-    tray = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype",
-                             "pixel", "--width", "96", "--height", "32"],
-                            env={**os.environ, "DISPLAY": xserver.name},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True) if shutil.which("trayer") else None
-    yield xserver
-    if tray:
-        os.killpg(tray.pid, signal.SIGKILL)
+    tray = TrayHost(xserver.name)  # trayer (CI installs it)
+    yield xserver, tray
+    tray.close()
     subprocess.run(["pkill", "-KILL", "-f", f"i3lock.*{xserver.name}"], check=False)
 
 
 @pytest.fixture(scope="module")
 def scenario(desktop, aalto_dir, tmp_path_factory):
+    xserver, tray = desktop
     home = tmp_path_factory.mktemp("agent-home")
     (home / "config").mkdir()
     (home / "config" / "settings.toml").write_text('locker_command = ["i3lock", "-n"]\n')
     genuine, impostor = pick_pair(aalto_dir)
-    agent = Agent(home, desktop.name)
-    typer = XTyper(desktop.name)
+    agent = Agent(home, xserver.name)
+    typer = XTyper(xserver.name)
     yield {"agent": agent, "typer": typer, "genuine": genuine, "impostor": impostor,
-           "display": desktop.name, "home": home}
+           "display": xserver.name, "home": home, "tray": tray}
     typer.close()
     agent.stop()
-
-
-def tray_picture(display: str) -> bytes:
-    from Xlib import X, display as xdisplay
-    d = xdisplay.Display(display)
-    image = d.screen().root.get_image(1280 - 96, 0, 96, 32, X.ZPixmap, 0xFFFFFFFF)
-    d.close()
-    return image.data
 
 
 def x_keyboard_grab_status(display: str) -> int:
@@ -152,7 +140,7 @@ def test_learns_the_user_then_protects(scenario):
     agent, typer = scenario["agent"], scenario["typer"]
     agent.start()
     assert agent.status()["state"] == "learning"
-    before = tray_picture(scenario["display"])
+    before = scenario["tray"].picture()
     typer.type_text(CANARY)  # typed while learning: goes through the whole enrolment path
     sessions = scenario["genuine"].sessions
     for used, session in enumerate(sessions[:12], start=1):
@@ -161,7 +149,7 @@ def test_learns_the_user_then_protects(scenario):
             break
     scenario["enrolled_on"] = used
     assert wait_for(lambda: agent.status().get("state") == "protecting", 30), agent.status()
-    assert wait_for(lambda: tray_picture(scenario["display"]) != before, 10), \
+    assert wait_for(lambda: scenario["tray"].picture() != before, 10), \
         "the tray icon did not change with the state"
     kinds = [entry["kind"] for entry in agent.audit()]
     assert "enrolment" in kinds

@@ -17,7 +17,9 @@ In a child process running the real :class:`agent.runtime.Agent`
     moves/s for ``duration`` s. From ``/proc/<pid>/stat`` (utime+stime) and
     ``/proc/<pid>/status`` (VmRSS) the bench reads ``cpu_idle_pct``, ``cpu_pct`` (% of one
     core) and ``rss_mb`` (end of the typing phase, while protecting); ``startup_s`` is from
-    spawning the process to its first published status (``state.json``). ``idle_wakeups_per_s``
+    spawning the process to its first published status (``state.json``); with ``--x11``,
+    ``tray_startup_s`` is from spawning ``cadence run`` (tray included, a separate process
+    before the others) to its icon drawn in a tray host (trayer). ``idle_wakeups_per_s``
     is the process's voluntary context switches per second while idle, from the child's
     ``getrusage(RUSAGE_SELF)`` (all threads, including short-lived ones that
     ``/proc/<pid>/status`` misses: that file counts the main thread only); the per-thread split
@@ -417,6 +419,50 @@ def _drive_x11(display: str, duration_s: float, seed: int) -> int:
     return sent[0]
 
 
+def measure_tray_startup(profile, display: str) -> dict:
+    """``tray_startup_s``: from spawning the real ``cadence run`` (tray included) to its icon
+    drawn in a tray host (trayer) on ``display``: the first change of the tray area's pixels."""
+    import shutil
+    from agent.evaluation.xreplay import TrayHost
+    home = Path(tempfile.mkdtemp(prefix="cadence-bench-tray-"))
+    host = proc = None
+    try:
+        env = {**_prepare_home(home, profile), "DISPLAY": display}
+        try:
+            host = TrayHost(display)
+        except RuntimeError as exc:
+            return {"tray_startup_s": None, "tray_note": str(exc)}
+        empty, settled = host.picture(), time.monotonic() + 10
+        while time.monotonic() < settled:  # the host has drawn its (empty) area
+            time.sleep(0.25)
+            again = host.picture()
+            if again == empty:
+                break
+            empty = again
+        started = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "agent", "run"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        while time.monotonic() - started < START_TIMEOUT_S and proc.poll() is None:
+            if host.picture() != empty:
+                return {"tray_startup_s": round(time.monotonic() - started, 3)}
+            time.sleep(0.01)
+        return {"tray_startup_s": None, "tray_note": "the tray icon did not appear within "
+                f"{START_TIMEOUT_S:.0f} s" + (f" (the agent exited with {proc.returncode})"
+                                               if proc.poll() is not None else "")}
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if host is not None:
+            host.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
 def measure_agent(profile, duration_s: float, seed: int, x11: bool = False,
                   display: str | None = None) -> dict:
     """Start-up, idle and typing phases of one agent process (see the module docstring)."""
@@ -439,6 +485,10 @@ def measure_agent(profile, duration_s: float, seed: int, x11: bool = False,
             for name in ("DISPLAY", "WAYLAND_DISPLAY"):
                 env.pop(name, None)
             env.update({"PYNPUT_BACKEND": "dummy", "PYSTRAY_BACKEND": "dummy"})
+        tray = {}
+        if x11:
+            _log("start-up to a visible tray icon")
+            tray = measure_tray_startup(profile, display)
         _log(f"starting the agent ({'cadence run --no-tray on ' + display if x11 else 'synthetic input'})")
         child = AgentChild("cli" if x11 else "synthetic", home, env, seed)
         startup_s, status = child.wait_started(home / "run" / "state.json")
@@ -515,6 +565,7 @@ def measure_agent(profile, duration_s: float, seed: int, x11: bool = False,
         "state": state.get("state"),
         "verdict": state.get("verdict"),
         "key_protection": state.get("key_protection"),
+        **tray,
     }
 
 
@@ -554,7 +605,9 @@ def summary_lines(r: dict) -> list[str]:
         f"training: {r['train_ms']:.1f} ms on {r['train_windows']} windows "
         f"(+ {r['train_import_s']:.2f} s importing pyod)",
         f"agent process ({r['state']}): RSS {r['rss_mb']:.1f} MB "
-        f"(anon {r['rss_anon_mb']:.1f}, file {r['rss_file_mb']:.1f}); start-up {r['startup_s']:.2f} s",
+        f"(anon {r['rss_anon_mb']:.1f}, file {r['rss_file_mb']:.1f}); start-up {r['startup_s']:.2f} s"
+        + (f" to a published status, {r['tray_startup_s']:.2f} s to a visible tray icon"
+           if r.get("tray_startup_s") is not None else " to a published status"),
         f"CPU at {r['keys_per_s']:g} keys/s + {r['moves_per_s']:g} moves/s: {r['cpu_pct']:.2f}% "
         f"of a core (idle {r['cpu_idle_pct']:.2f}%) over {r['duration_s']:g} s, including "
         f"its child processes ({r['cpu_children_pct']:.2f}%, idle {r['cpu_idle_children_pct']:.2f}%)",
@@ -685,8 +738,7 @@ def _child(argv: list[str]) -> int:
     agent.start()
     signal.signal(signal.SIGTERM, lambda *_: agent.stopping.set())
     try:
-        while not agent.stopping.wait(1.0):  # as cmd_run's no-tray loop
-            pass
+        agent.wait_stopped()  # as cmd_run's no-tray loop
     finally:
         agent.stop()
     return 0

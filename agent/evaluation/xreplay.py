@@ -161,3 +161,39 @@ class Xvfb:
         self.proc.wait(timeout=5)
         for path in (Path(f"/tmp/.X{self.number}-lock"), Path(f"/tmp/.X11-unix/X{self.number}")):
             path.unlink(missing_ok=True)
+
+
+class TrayHost:
+    """A system-tray host (trayer) docked at the top right of ``display``, for tests and
+    ``cadence bench --x11``: ``picture()`` is the pixels of its area, which change when an icon
+    docks or redraws."""
+
+    WIDTH, HEIGHT = 96, 32
+
+    def __init__(self, display: str) -> None:
+        if not shutil.which("trayer"):
+            raise RuntimeError("trayer is not installed (apt-get install trayer)")
+        self.display = display
+        self.proc = subprocess.Popen(
+            ["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel",
+             "--width", str(self.WIDTH), "--height", str(self.HEIGHT)],
+            env={**os.environ, "DISPLAY": display}, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def picture(self) -> bytes:
+        from Xlib import X, display as xdisplay
+        d = xdisplay.Display(self.display)
+        try:
+            root = d.screen().root
+            width = d.screen().width_in_pixels
+            return root.get_image(width - self.WIDTH, 0, self.WIDTH, self.HEIGHT, X.ZPixmap,
+                                  0xFFFFFFFF).data
+        finally:
+            d.close()
+
+    def close(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=5)
