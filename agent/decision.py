@@ -29,6 +29,14 @@ checked on 500-999 (``cadence eval continuous``, EVALUATION.md): sliding windows
 keystrokes with the same trust rule missed 7-12% of impostors at the same false-lock rate, a
 window growing to 200 about 4%; normalising deviations by the calibration's spread instead of
 subtracting its median did not help (ten calibration scores are too few to estimate a spread).
+The tolerance of 0.5 goes with the Mann-Whitney finite-reference correction of the score
+(:mod:`agent.model.rankshift`), chosen on participants 0-499 for the same share of impostors
+never locked as before (about 4%); with it ANIA fell from 88 to 79 keystrokes at the same false
+locks. What remains are users whose held-out typing really moved: their hold times shift
+together (all shorter or all longer) over the last sentences, so windows of 200 keys score like
+an impostor's; one of them (4 of the 8 false locks) types unlike their enrolment throughout and
+is locked again after each unlock. Neither a tolerance growing with the window, a per-user
+spread, a consensus of hold and flight evidence, nor down-weighting holds beat this on 0-499.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ STICKY = frozenset({Verdict.IMPOSTOR, Verdict.INJECTION})
 class TrustPolicy:
     """How trust moves. Deviations are in score units (see module docstring); trust in points."""
 
-    tolerance: float = 0.7     # deviation a genuine window may show at no cost
+    tolerance: float = 0.5     # deviation a genuine window may show at no cost
     gain: float = 50.0         # trust points per unit of deviation beyond (or below) tolerance
     max_drop: float = 50.0     # most trust one window can take
     max_rise: float = 25.0     # most trust one window can give back

@@ -39,7 +39,8 @@ def test_thresholds_come_from_the_calibration():
 
 
 def test_trust_falls_faster_the_further_the_score():
-    near, far = TH.reference + 0.9, TH.reference + 1.4
+    near = TH.reference + POLICY.tolerance + 0.2
+    far = TH.reference + POLICY.tolerance + 0.7
     assert run([near]).trust < 100
     assert run([far]).trust < run([near]).trust
     assert 100 - run([far]).trust == pytest.approx(3.5 * (100 - run([near]).trust))

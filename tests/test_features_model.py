@@ -110,6 +110,31 @@ def test_numpy_scores_equal_pyod_detector_scores(seed):
                                det.decision_function(windows), rtol=0, atol=1e-12)
 
 
+def test_scores_allow_for_the_reference_being_a_sample_too():
+    """The Mann-Whitney variance counts the enrolment timings: a window as long as the
+    enrolment scores lower with the correction, a short one about the same."""
+    rng = np.random.default_rng(4)
+    windows = np.array([ks.window_vector(s) for s in person(rng, 100, 200, n=60, sessions=6)])
+    old = RankShift(finite_reference=False).fit(windows[:2])
+    new = RankShift().fit(windows[:2])
+    long_window = windows[2:].sum(axis=0)[None, :]
+    assert new.decision_function(long_window)[0] < 0.8 * old.decision_function(long_window)[0]
+    ratio = new.decision_function(windows[2:]) / old.decision_function(windows[2:])
+    assert np.all((ratio > 0.6) & (ratio <= 1.0))
+
+
+def test_profiles_saved_before_the_correction_keep_scoring_as_they_were_calibrated():
+    rng = np.random.default_rng(5)
+    windows = np.array([ks.window_vector(s) for s in person(rng, 100, 200, sessions=5)])
+    det = RankShift(finite_reference=False).fit(windows[:4])
+    data = json.loads(Profile(KeystrokeModel.from_detector(det)).to_json())
+    del data["keystroke"]["params"]["finite_reference"]  # as an older agent wrote it
+    restored = Profile.from_json(json.dumps(data).encode()).keystroke
+    assert restored.finite_reference is False
+    np.testing.assert_allclose(restored.score(windows, cell_weights()),
+                               det.decision_function(windows), rtol=0, atol=1e-12)
+
+
 def test_detector_rejects_wrong_shapes_and_negative_counts():
     with pytest.raises(ValueError, match="histogram counts"):
         RankShift().fit(np.zeros((3, 7)))
@@ -135,7 +160,8 @@ def test_profile_holds_only_numbers():
 
     assert set(strings(data)) <= {"format", "version", "keystroke", "windows", "threshold",
                                   "calibration", "params", "min_support", "count_power",
-                                  "z_cap", "shape", "counts", "cadence-profile"}
+                                  "z_cap", "finite_reference", "shape", "counts",
+                                  "cadence-profile"}
 
 
 @pytest.mark.parametrize("mutate, message", [
@@ -146,6 +172,7 @@ def test_profile_holds_only_numbers():
     (lambda d: d["keystroke"]["counts"].append([0, -1.0]), "invalid count"),
     (lambda d: d["keystroke"].pop("calibration"), "incomplete"),
     (lambda d: d["keystroke"].update(shape=[1, 2]), "incompatible"),
+    (lambda d: d["keystroke"]["params"].update(finite_reference=2), "invalid setting"),
 ])
 def test_malformed_profiles_are_refused_with_a_clear_message(mutate, message):
     data = json.loads(profile_blob())

@@ -23,11 +23,12 @@ class RankShift(BaseDetector):
 
     def __init__(self, contamination: float = 0.05, min_support: int = 3,
                  count_power: float = 0.25, z_cap: float = 8.0,
-                 cell_weights: np.ndarray | None = None) -> None:
+                 cell_weights: np.ndarray | None = None, finite_reference: bool = True) -> None:
         super().__init__(contamination=contamination)
         self.min_support = min_support
         self.count_power = count_power
         self.z_cap = z_cap
+        self.finite_reference = finite_reference
         self.cell_weights = cell_weights
 
     def fit(self, X, y=None):
@@ -48,7 +49,8 @@ class RankShift(BaseDetector):
 
     def _score(self, positions, support, X):
         return rank_scores(positions, support, self.weights_, X, min_support=self.min_support,
-                           count_power=self.count_power, z_cap=self.z_cap)
+                           count_power=self.count_power, z_cap=self.z_cap,
+                           finite_reference=self.finite_reference)
 
     @staticmethod
     def _check(X) -> np.ndarray:

@@ -41,6 +41,7 @@ class KeystrokeModel:
     min_support: int = 3
     count_power: float = 0.25
     z_cap: float = 8.0
+    finite_reference: bool = True  # False: a profile saved before the Mann-Whitney correction
     _table: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -51,14 +52,15 @@ class KeystrokeModel:
                    threshold=float(detector.threshold_),
                    calibration=np.sort(np.asarray(detector.decision_scores_, dtype=float)),
                    min_support=detector.min_support, count_power=detector.count_power,
-                   z_cap=detector.z_cap)
+                   z_cap=detector.z_cap, finite_reference=detector.finite_reference)
 
     def score(self, X: np.ndarray, cell_weights: np.ndarray) -> np.ndarray:
         """Scores of windows (numpy only; equal to the pyod detector's)."""
         if self._table is None:
             self._table = rank_table(self.counts)
         return rank_scores(*self._table, cell_weights, X, min_support=self.min_support,
-                           count_power=self.count_power, z_cap=self.z_cap)
+                           count_power=self.count_power, z_cap=self.z_cap,
+                           finite_reference=self.finite_reference)
 
     def to_dict(self) -> dict:
         nonzero = np.flatnonzero(self.counts)
@@ -67,7 +69,7 @@ class KeystrokeModel:
             "threshold": self.threshold,
             "calibration": [float(x) for x in self.calibration],
             "params": {"min_support": self.min_support, "count_power": self.count_power,
-                       "z_cap": self.z_cap},
+                       "z_cap": self.z_cap, "finite_reference": int(self.finite_reference)},
             "shape": [N_CELLS, N_BINS],
             "counts": [[int(i), float(self.counts[i])] for i in nonzero],
         }
@@ -86,12 +88,17 @@ class KeystrokeModel:
             counts[index] = value
         params = data["params"]
         values = [data["threshold"], *data["calibration"], *params.values()]
+        # absent from profiles saved before it existed: they were calibrated without it
+        finite_reference = params.get("finite_reference", 0)
+        if finite_reference not in (0, 1):
+            raise ProfileError("the keystroke model holds an invalid setting; re-enrol")
         if not all(_number(v) for v in values) or not isinstance(data["windows"], int):
             raise ProfileError("the keystroke model holds a value that is not a number; re-enrol")
         return cls(counts=counts, windows=data["windows"], threshold=float(data["threshold"]),
                    calibration=np.array(data["calibration"], dtype=float),
                    min_support=int(params["min_support"]),
-                   count_power=float(params["count_power"]), z_cap=float(params["z_cap"]))
+                   count_power=float(params["count_power"]), z_cap=float(params["z_cap"]),
+                   finite_reference=bool(finite_reference))
 
 
 def _number(value) -> bool:
