@@ -97,6 +97,17 @@ _MAC_VK = {
 }
 
 
+# X keysyms of named keys (X11 keysymdef.h) -> pynput's names for them.
+_X_NAMED = {
+    0xFFE1: "shift_l", 0xFFE2: "shift_r", 0xFFE3: "ctrl_l", 0xFFE4: "ctrl_r", 0xFFE5: "caps_lock",
+    0xFFE7: "alt_l", 0xFFE8: "alt_r", 0xFFE9: "alt_l", 0xFFEA: "alt_r", 0xFFEB: "cmd_l",
+    0xFFEC: "cmd_r", 0xFE03: "alt_gr", 0xFF7E: "alt_gr",
+    0xFF08: "backspace", 0xFF09: "tab", 0xFE20: "tab", 0xFF0D: "enter", 0xFF8D: "enter",
+    0xFF50: "home", 0xFF51: "left", 0xFF52: "up", 0xFF53: "right", 0xFF54: "down",
+    0xFF55: "page_up", 0xFF56: "page_down", 0xFF57: "end", 0xFF63: "insert", 0xFFFF: "delete",
+}
+
+
 def from_vk(vk: int, platform: str = sys.platform) -> KeyClass:
     """Class of a virtual key code as pynput reports it on ``platform`` when no character is
     known (Windows: VK_* codes, which browser keyCodes copy; macOS: kVK codes; X: keysyms)."""
@@ -105,6 +116,8 @@ def from_vk(vk: int, platform: str = sys.platform) -> KeyClass:
     if platform == "darwin":
         char = _MAC_VK.get(vk)
         return from_char(char) if char is not None else KeyClass.OTHER
+    if vk in _X_NAMED:
+        return from_name(_X_NAMED[vk])
     if 0x20 <= vk <= 0x7E:  # X keysyms of Latin-1 printable characters are the characters
         return from_char(chr(vk))
     if 0xFFB0 <= vk <= 0xFFB9:  # keypad digits
@@ -115,11 +128,14 @@ def from_vk(vk: int, platform: str = sys.platform) -> KeyClass:
 def classify(key: Any) -> KeyClass:
     """Class of any key the agent can meet: a pynput ``Key`` or ``KeyCode``, a recording's key
     string (``a``, ``Key.space``, ``<65>``, or a KeyClass name), or a browser keyCode int."""
-    return _identify(key)[1]
+    return identify(key)[1]
 
 
-def _identify(key: Any) -> tuple[Any, KeyClass]:
-    """(pairing identity, class). The identity is used only inside :class:`KeyTracker`."""
+
+def identify(key: Any) -> tuple[Any, KeyClass]:
+    """(pairing identity, class). The identity is used only inside :class:`KeyTracker` (a
+    source passes it straight to :meth:`KeyTracker.press_identified`), which forgets it on
+    release."""
     if isinstance(key, KeyClass):
         return None, key
     if isinstance(key, bool) or key is None:
@@ -170,7 +186,11 @@ class KeyTracker:
         self._anonymous: list[tuple[KeyClass, int]] = []
 
     def press(self, key: Any) -> tuple[KeyClass, int, bool]:
-        ident, cls = _identify(key)
+        return self.press_identified(*identify(key))
+
+    def press_identified(self, ident: Any, cls: KeyClass) -> tuple[KeyClass, int, bool]:
+        """As :meth:`press`, for a source that identifies keys itself (``ident``: any hashable
+        the key's release will repeat, e.g. an X keycode; ``None`` pairs by class)."""
         if ident is not None and ident in self._held:
             return cls, self._held[ident][0], True
         press_id = self._next_id
@@ -184,7 +204,9 @@ class KeyTracker:
         return cls, press_id, False
 
     def release(self, key: Any) -> tuple[KeyClass, int] | None:
-        ident, cls = _identify(key)
+        return self.release_identified(*identify(key))
+
+    def release_identified(self, ident: Any, cls: KeyClass) -> tuple[KeyClass, int] | None:
         if ident is not None and ident in self._held:
             return cls, self._held.pop(ident)[0]
         if ident is None:

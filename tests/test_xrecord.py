@@ -1,5 +1,6 @@
-"""The X RECORD pointer reader: its byte parsing against hand-built X events, and the real thing
-on Xvfb driven through XTest (moves, clicks, scrolls, stop, and a server that goes away)."""
+"""The X RECORD input reader: its byte parsing against hand-built X events, its clock, and the
+real thing on Xvfb driven through XTest (keys, moves, clicks, scrolls, stop, a server that goes
+away), feeding a real LiveSource."""
 
 from __future__ import annotations
 
@@ -8,44 +9,79 @@ import time
 
 import pytest
 
-from agent.events import Button
-from agent.sources.xrecord import PointerRecorder
+from agent.events import Button, KeyClass, Kind
+from agent.sources.live import LiveSource
+from agent.sources.xrecord import InputRecorder
 
 GUARD_S = 60
 pytestmark = pytest.mark.usefixtures("alarm_guard")
 
 
-def recorder():
-    seen = []
-    rec = PointerRecorder(lambda *a: seen.append(("move", *a)),
-                          lambda *a: seen.append(("click", *a)),
-                          lambda *a: seen.append(("scroll", *a)))
-    return rec, seen
+class Recording:
+    """Stands in for LiveSource: what the reader hands over, in order."""
+
+    def __init__(self) -> None:
+        self.seen = []
+
+    def __getattr__(self, name):
+        return lambda *args: self.seen.append((name, *args[:-1]))  # drop the timer start
 
 
-def x_event(kind: int, detail: int, x: int, y: int, send_event: bool = False) -> bytes:
+def x_event(kind: int, detail: int, ms: int, x: int, y: int, state: int = 0,
+            send_event: bool = False) -> bytes:
     """A 32-byte core input event as the server sends it (native byte order)."""
-    return struct.pack("=BBHIIIIhhhhHBx", kind | (0x80 if send_event else 0), detail, 7, 123456,
-                       1, 2, 0, x, y, x, y, 0, 1)
+    return struct.pack("=BBHIIIIhhhhHBx", kind | (0x80 if send_event else 0), detail, 7, ms,
+                       1, 2, 0, x, y, x, y, state, 1)
+
+
+def reader(source) -> InputRecorder:
+    rec = InputRecorder(source)
+    rec._classes = {(38, 0): KeyClass.LEFT_LETTER, (38, 1): KeyClass.LEFT_LETTER,
+                    (10, 0): KeyClass.DIGIT, (10, 1): KeyClass.PUNCTUATION}
+    return rec
 
 
 def test_events_are_parsed_at_their_fixed_offsets():
-    rec, seen = recorder()
+    source = Recording()
+    rec = reader(source)
+    arrived = 5_010 * 1_000_000  # read when the last event had just happened
     data = bytearray(32) + b"".join([
-        x_event(6, 0, 10, -20),                   # motion, negative coordinate (left monitor)
-        x_event(4, 1, 11, 21),                    # left press
-        x_event(5, 3, 12, 22, send_event=True),   # right release, sent by a client
-        x_event(4, 4, 13, 23), x_event(5, 4, 13, 23),  # wheel up: one scroll, release ignored
-        x_event(4, 7, 14, 24),                    # wheel right
-        x_event(4, 9, 15, 25),                    # a ninth button: a click of no known button
+        x_event(2, 10, 5000, 0, 0),                # "1" down: a digit
+        x_event(3, 10, 5003, 0, 0, state=1),       # its release with Shift held: same keycode
+        x_event(2, 10, 5004, 0, 0, state=1),       # "!" : punctuation
+        x_event(2, 99, 5005, 0, 0),                # a keycode with no mapping
+        x_event(6, 0, 5006, 10, -20),              # motion, negative coordinate (left monitor)
+        x_event(4, 1, 5007, 11, 21),               # left press
+        x_event(5, 3, 5008, 12, 22, send_event=True),  # right release, sent by a client
+        x_event(4, 4, 5009, 13, 23), x_event(5, 4, 5009, 13, 23),  # wheel: one scroll
+        x_event(4, 9, 5010, 15, 25),               # a ninth button: no known button
     ])
-    rec._events(data, 32, len(data))
-    assert seen == [("move", 10, -20, False),
-                    ("click", 11, 21, Button.LEFT, True, False),
-                    ("click", 12, 22, Button.RIGHT, False, True),
-                    ("scroll", 13, 23, 0, 1, False),
-                    ("scroll", 14, 24, 1, 0, False),
-                    ("click", 15, 25, Button.NONE, True, False)]
+    rec.events(data, 32, len(data), arrived)
+    ms = 1_000_000
+    assert source.seen == [
+        ("key_down", 5000 * ms, ("x", 10), KeyClass.DIGIT, False),
+        ("key_up", 5003 * ms, ("x", 10), KeyClass.PUNCTUATION, False),
+        ("key_down", 5004 * ms, ("x", 10), KeyClass.PUNCTUATION, False),
+        ("key_down", 5005 * ms, ("x", 99), KeyClass.OTHER, False),
+        ("move", 5006 * ms, 10, -20, False),
+        ("click", 5007 * ms, 11, 21, Button.LEFT, True, False),
+        ("click", 5008 * ms, 12, 22, Button.RIGHT, False, True),
+        ("scroll", 5009 * ms, 13, 23, False),
+        ("click", 5010 * ms, 15, 25, Button.NONE, True, False)]
+
+
+def test_server_time_maps_onto_the_monotonic_clock():
+    rec = reader(Recording())
+    ms, base = 1_000_000, 10**12
+    rec._calibrate(1000, base + 1002 * ms)  # first seen 2 ms after it happened
+    assert rec._monotonic_ns(1000) == base + 1002 * ms
+    rec._calibrate(1010, base + 1060 * ms)  # a batch read 50 ms late keeps the offset
+    assert rec._monotonic_ns(1010) == base + 1012 * ms
+    rec._calibrate(1020, base + 1021 * ms)  # a smaller lag: the offset shrinks
+    assert rec._monotonic_ns(1011) == base + 1012 * ms  # ... but time never runs backwards
+    assert rec._monotonic_ns(1020) == base + 1021 * ms
+    rec._last_ms = (1 << 32) - 5  # the 32-bit millisecond counter wraps after 49.7 days
+    assert rec._monotonic_ns(3) == base + 1 * ms + ((1 << 32) + 3) * ms  # offset: base + 1 ms
 
 
 def wait_for(predicate, seconds: float = 5.0) -> bool:
@@ -57,35 +93,63 @@ def wait_for(predicate, seconds: float = 5.0) -> bool:
     return predicate()
 
 
-def test_records_real_pointer_input_and_stops(monkeypatch):
+def drain(source: LiveSource) -> list:
+    out = []
+    while not source.queue.empty():
+        out.append(source.queue.get())
+    return out
+
+
+def test_records_real_input_into_a_live_source_and_stops(monkeypatch):
+    from Xlib import XK
     from conftest import XServer
     from agent.evaluation.xreplay import XTyper
     server = XServer()
     try:
         monkeypatch.setenv("DISPLAY", server.name)
-        rec, seen = recorder()
+        source = LiveSource()
+        rec = InputRecorder(source)
         rec.start()
         typer = XTyper(server.name)
+        code = {name: typer.display.keysym_to_keycode(XK.string_to_keysym(name))
+                for name in ("a", "1", "Shift_L", "Return")}
+        started = time.monotonic_ns()
+        for name in ("a", "Shift_L", "1"):
+            typer._key(True, code[name])
+        for name in ("1", "Shift_L", "a"):
+            typer._key(False, code[name])
+        typer._key(True, code["Return"])
+        typer._key(False, code["Return"])
         typer.move(100, 200)
-        typer.move(105, 210)
         typer.button(1, True)
         typer.button(1, False)
         typer.button(5, True)
         typer.button(5, False)
-        assert wait_for(lambda: len(seen) >= 5), seen
-        assert seen == [("move", 100, 200, False), ("move", 105, 210, False),
-                        ("click", 105, 210, Button.LEFT, True, False),
-                        ("click", 105, 210, Button.LEFT, False, False),
-                        ("scroll", 105, 210, 0, -1, False)]
+        assert wait_for(lambda: source.queue.qsize() >= 12), source.queue.qsize()
+        events = drain(source)
+        keys = [(e.kind, e.key) for e in events if e.is_key]
+        assert keys == [(Kind.DOWN, KeyClass.LEFT_LETTER), (Kind.DOWN, KeyClass.MODIFIER),
+                        (Kind.DOWN, KeyClass.PUNCTUATION), (Kind.UP, KeyClass.PUNCTUATION),
+                        (Kind.UP, KeyClass.MODIFIER), (Kind.UP, KeyClass.LEFT_LETTER),
+                        (Kind.DOWN, KeyClass.ENTER), (Kind.UP, KeyClass.ENTER)]
+        downs = {e.press_id for e in events if e.kind == Kind.DOWN}
+        assert downs == {e.press_id for e in events if e.kind == Kind.UP}  # each release paired
+        pointer = [(e.kind, e.x, e.y, e.button) for e in events if not e.is_key]
+        assert pointer == [(Kind.MOVE, 100, 200, Button.NONE),
+                           (Kind.PRESS, 100, 200, Button.LEFT),
+                           (Kind.RELEASE, 100, 200, Button.LEFT),
+                           (Kind.SCROLL, 100, 200, Button.NONE)]
+        times = [e.t_ns for e in events]
+        assert times == sorted(times) and started - 10**7 <= times[0] <= time.monotonic_ns()
         assert rec.is_alive()
         rec.stop()
         assert not rec.is_alive() and rec.error is None
         typer.move(1, 1)
         time.sleep(0.2)
-        assert len(seen) == 5  # nothing after stop
+        assert source.queue.empty()  # nothing after stop
         typer.close()
 
-        again, _ = recorder()  # the server freed the context: a new recorder starts cleanly
+        again = InputRecorder(LiveSource())  # the context was freed: a new one starts cleanly
         again.start()
         server.close()  # the X server goes away: the reader ends and says why
         assert wait_for(lambda: not again.is_alive())
@@ -97,7 +161,7 @@ def test_records_real_pointer_input_and_stops(monkeypatch):
 def test_no_display_raises_at_start(monkeypatch):
     from Xlib.error import DisplayError
     monkeypatch.setenv("DISPLAY", ":999")
-    rec, _ = recorder()
+    rec = InputRecorder(LiveSource())
     with pytest.raises(DisplayError):
         rec.start()
     assert not rec.is_alive()

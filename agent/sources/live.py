@@ -12,8 +12,8 @@ import queue
 import threading
 import time
 
-from agent.events import Button, Event, Kind
-from agent.keymap import KeyTracker
+from agent.events import Button, Event, KeyClass, Kind
+from agent.keymap import KeyTracker, identify
 
 _BUTTONS = {"left": Button.LEFT, "right": Button.RIGHT, "middle": Button.MIDDLE}
 
@@ -60,41 +60,54 @@ class LiveSource:
         self.last_event_ns = event.t_ns
         self.timer.add(time.perf_counter_ns() - started)
 
+    # pynput's callbacks: the time is now. ---------------------------------------------------
     def on_press(self, key, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        t = time.monotonic_ns()
-        cls, press_id, repeat = self._tracker.press(key)
-        self.keys_seen += 1
-        self._put(Event(t, Kind.DOWN, cls, press_id, injected=bool(injected), repeat=repeat),
-                  started)
+        self.key_down(time.monotonic_ns(), *identify(key), injected, started)
 
     def on_release(self, key, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        t = time.monotonic_ns()
-        paired = self._tracker.release(key)
-        if paired is not None:
-            self._put(Event(t, Kind.UP, paired[0], paired[1], injected=bool(injected)), started)
+        self.key_up(time.monotonic_ns(), *identify(key), injected, started)
 
     def on_move(self, x, y, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        self._put(Event(time.monotonic_ns(), Kind.MOVE, x=float(x), y=float(y),
-                        injected=bool(injected)), started)
+        self.move(time.monotonic_ns(), x, y, injected, started)
 
     def on_click(self, x, y, button, pressed, injected: bool = False) -> None:
-        """pynput's click: its button becomes ours by name."""
-        self.click(x, y, _BUTTONS.get(getattr(button, "name", ""), Button.NONE), pressed,
-                   injected)
-
-    def click(self, x, y, button: Button, pressed, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        kind = Kind.PRESS if pressed else Kind.RELEASE
-        self._put(Event(time.monotonic_ns(), kind, x=float(x), y=float(y), button=button,
-                        injected=bool(injected)), started)
+        self.click(time.monotonic_ns(), x, y,
+                   _BUTTONS.get(getattr(button, "name", ""), Button.NONE), pressed, injected,
+                   started)
 
     def on_scroll(self, x, y, dx, dy, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        self._put(Event(time.monotonic_ns(), Kind.SCROLL, x=float(x), y=float(y),
-                        injected=bool(injected)), started)
+        self.scroll(time.monotonic_ns(), x, y, injected, started)
+
+    # the events, from any source that knows when they happened ----------------------------------
+    def key_down(self, t_ns: int, ident, cls: KeyClass, injected: bool, started: int) -> None:
+        cls, press_id, repeat = self._tracker.press_identified(ident, cls)
+        self.keys_seen += 1
+        self._put(Event(t_ns, Kind.DOWN, cls, press_id, injected=bool(injected), repeat=repeat),
+                  started)
+
+    def key_up(self, t_ns: int, ident, cls: KeyClass, injected: bool, started: int) -> None:
+        paired = self._tracker.release_identified(ident, cls)
+        if paired is not None:
+            self._put(Event(t_ns, Kind.UP, paired[0], paired[1], injected=bool(injected)),
+                      started)
+
+    def move(self, t_ns: int, x, y, injected: bool, started: int) -> None:
+        self._put(Event(t_ns, Kind.MOVE, x=float(x), y=float(y), injected=bool(injected)),
+                  started)
+
+    def click(self, t_ns: int, x, y, button: Button, pressed: bool, injected: bool,
+              started: int) -> None:
+        self._put(Event(t_ns, Kind.PRESS if pressed else Kind.RELEASE, x=float(x), y=float(y),
+                        button=button, injected=bool(injected)), started)
+
+    def scroll(self, t_ns: int, x, y, injected: bool, started: int) -> None:
+        self._put(Event(t_ns, Kind.SCROLL, x=float(x), y=float(y), injected=bool(injected)),
+                  started)
 
     # -- lifecycle (the agent's threads) -----------------------------------------------------
     def start(self) -> None:
@@ -104,15 +117,16 @@ class LiveSource:
         with self._lock:
             self._stop_listeners()
             self._tracker.reset()
+            if keyboard.Listener.__module__ == "pynput.keyboard._xorg":
+                from agent.sources.xrecord import InputRecorder
+                self._keyboard = InputRecorder(self, pointer=self.want_mouse)
+                self._keyboard.start()
+                return
             self._keyboard = keyboard.Listener(on_press=self.on_press,
                                                on_release=self.on_release)
             self._keyboard.daemon = True
             self._keyboard.start()
-            if self.want_mouse and mouse.Listener.__module__ == "pynput.mouse._xorg":
-                from agent.sources.xrecord import PointerRecorder
-                self._mouse = PointerRecorder(self.on_move, self.click, self.on_scroll)
-                self._mouse.start()
-            elif self.want_mouse:
+            if self.want_mouse:
                 self._mouse = mouse.Listener(on_move=self.on_move, on_click=self.on_click,
                                              on_scroll=self.on_scroll)
                 self._mouse.daemon = True

@@ -1,53 +1,82 @@
-"""Pointer input on X11 straight from the X RECORD extension, parsed with ``struct``.
+"""Keyboard and pointer input on X11 straight from the X RECORD extension, parsed with ``struct``.
 
-pynput's X listener hands every recorded event through python-xlib's generic reply and event
-parsers: about 170 us of Python per pointer motion, and a pointer sends 60 of them a second
-(`cadence bench --x11`). This reader makes the same RECORD context (all clients, device events
-ButtonPress, ButtonRelease and MotionNotify), sends EnableContext itself on a connection it
-keeps for that, and reads the replies off the socket: a 32-byte header and, for events from the
-server, 32-byte core events whose root position, button and time sit at fixed offsets
-(X protocol, "Events"; RECORD extension protocol 1.13, "EnableContext"). Keys stay with
-pynput, whose key symbols the keymap classifies.
+pynput's X listeners hand every recorded event through python-xlib's generic reply and event
+parsers, each on a thread of its own that wakes for every event: about 170 us of Python per
+pointer motion, and a pointer sends 60 of them a second (`cadence bench --x11`). This reader
+makes the same RECORD context (all clients; device events KeyPress to MotionNotify, or only
+the keys), sends EnableContext itself on a connection it keeps for that, and reads the replies
+off the socket: a 32-byte header and, for events from the server, 32-byte core events whose
+keycode or button, time, root position and modifier state sit at fixed offsets (X protocol,
+"Events"; RECORD extension protocol 1.13, "EnableContext").
 
-The callbacks get what pynput's would (root position, button number, pressed, ``injected``
-from the event's send_event bit, as pynput's xorg listener sets it). Linux X11 only; the caller
-uses pynput's listener everywhere else.
+It reads at most every ``READ_S``: what arrived meanwhile waits in the socket and is taken in
+one go, so a stream of input costs a few wake-ups a second, not one per event. Event times are
+therefore the X server's own (milliseconds), mapped onto the monotonic clock by the smallest
+offset seen so far (the X server on Linux counts on CLOCK_MONOTONIC too, so it is about 0).
+
+A key's keycode and Shift level become a :class:`~agent.events.KeyClass` through a table made
+at start from the server's keyboard mapping and :func:`agent.keymap.from_vk` (AltGr levels are
+read as their base level); the keycode pairs a release with its press inside the keymap's
+tracker and goes nowhere else. ``injected`` is the event's send_event bit, as pynput's xorg
+listener reports it. Linux X11 only; pynput's listeners serve everywhere else.
 """
 
 from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Callable
+import time
 
-from agent.events import Button
+from agent.events import Button, KeyClass
+from agent.keymap import from_vk
 
-BUTTON_PRESS, BUTTON_RELEASE, MOTION_NOTIFY = 4, 5, 6
-SCROLL = {4: (0, 1), 5: (0, -1), 6: (-1, 0), 7: (1, 0)}  # button number: (dx, dy), as pynput
+KEY_PRESS, KEY_RELEASE, BUTTON_PRESS, BUTTON_RELEASE, MOTION_NOTIFY = 2, 3, 4, 5, 6
+SHIFT_MASK = 1
+SCROLL = {4, 5, 6, 7}  # wheel buttons: a press is one scroll step, the release is nothing
 BUTTONS = {1: Button.LEFT, 2: Button.MIDDLE, 3: Button.RIGHT}
+READ_S = 0.05
 _REPLY, _ERROR = 1, 0
 _FROM_SERVER, _END_OF_DATA = 0, 5
 _ENABLE_CONTEXT = 5
-_HEADER = struct.Struct("=BBHI")          # reply: 1, category, sequence, length (4-byte units)
-_EVENT = struct.Struct("=BB2x4x12x2h")    # type, detail, (sequence, time, windows), root x, y
+_HEADER = struct.Struct("=BBHI")         # reply: 1, category, sequence, length (4-byte units)
+_EVENT = struct.Struct("=BBxxI12xhh4xH")  # type, detail, time, (windows), root x, y, state
 _EVENT_SIZE = 32
+_WRAP_MS = 1 << 32
 
 
 class RecordError(RuntimeError):
     """The X server refused or ended the recording."""
 
 
-class PointerRecorder:
-    """Calls ``on_move(x, y, injected)``, ``on_click(x, y, button, pressed, injected)`` (an
-    :class:`~agent.events.Button`) and ``on_scroll(x, y, dx, dy, injected)`` from
-    a thread of its own. ``start()`` raises when there is no X display or no RECORD extension."""
+def key_classes(display) -> dict[tuple[int, int], KeyClass]:
+    """(keycode, Shift level 0/1) -> class, from the server's keyboard mapping."""
+    first = display.display.info.min_keycode
+    count = display.display.info.max_keycode - first + 1
+    table = {}
+    for offset, keysyms in enumerate(display.get_keyboard_mapping(first, count)):
+        for level in (0, 1):
+            keysym = keysyms[level] if level < len(keysyms) and keysyms[level] else keysyms[0]
+            table[first + offset, level] = from_vk(keysym, "linux") if keysym else KeyClass.OTHER
+    return table
 
-    def __init__(self, on_move: Callable, on_click: Callable, on_scroll: Callable) -> None:
-        self.on_move, self.on_click, self.on_scroll = on_move, on_click, on_scroll
+
+class InputRecorder:
+    """Feeds a :class:`~agent.sources.live.LiveSource` (``key_down``, ``key_up``, ``move``,
+    ``click``, ``scroll``) from a thread of its own. ``start()`` raises when there is no X
+    display or no RECORD extension."""
+
+    def __init__(self, source, pointer: bool = True) -> None:
+        self.source = source
+        self.pointer = pointer
+        self.error: str | None = None
         self._thread: threading.Thread | None = None
         self._control = self._record = None
         self._context = None
-        self.error: str | None = None
+        self._classes: dict[tuple[int, int], KeyClass] = {}
+        self._offset_ns: int | None = None
+        self._last_ms = 0
+        self._last_ns = 0
+        self._wraps = 0
 
     def start(self) -> None:
         from Xlib import display
@@ -56,16 +85,18 @@ class PointerRecorder:
         if not self._record.has_extension("RECORD"):
             self._close()
             raise RecordError("the X server has no RECORD extension")
+        self._classes = key_classes(self._control)
+        last = MOTION_NOTIFY if self.pointer else KEY_RELEASE
         self._context = self._control.record_create_context(0, [record.AllClients], [{
             "core_requests": (0, 0), "core_replies": (0, 0),
             "ext_requests": (0, 0, 0, 0), "ext_replies": (0, 0, 0, 0),
-            "delivered_events": (0, 0), "device_events": (BUTTON_PRESS, MOTION_NOTIFY),
+            "delivered_events": (0, 0), "device_events": (KEY_PRESS, last),
             "errors": (0, 0), "client_started": False, "client_died": False}])
         self._control.sync()
         opcode = self._record.display.get_extension_major("RECORD")
         self._record.display.socket.sendall(struct.pack("=BBHI", opcode, _ENABLE_CONTEXT, 2,
                                                         self._context))
-        self._thread = threading.Thread(target=self._run, name="cadence-pointer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="cadence-input", daemon=True)
         self._thread.start()
 
     def is_alive(self) -> bool:
@@ -74,11 +105,12 @@ class PointerRecorder:
     def stop(self) -> None:
         """Ask the server to end the recording (on the other connection: the recording one is
         busy); the reader sees EndOfData and closes both."""
-        if self._control is None or self._context is None:
+        control, context = self._control, self._context
+        if control is None or context is None:
             return
         try:
-            self._control.record_disable_context(self._context)
-            self._control.flush()
+            control.record_disable_context(context)
+            control.flush()
         except Exception:  # noqa: BLE001 - the server is gone: the reader has ended too
             pass
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -90,10 +122,11 @@ class PointerRecorder:
         buffer = bytearray()
         try:
             while True:
-                chunk = sock.recv(65536)
+                chunk = sock.recv(1 << 16)
                 if not chunk:
                     raise RecordError("the X server closed the connection")
                 buffer += chunk
+                arrived = time.monotonic_ns()
                 while len(buffer) >= 32:
                     kind, category, _, length = _HEADER.unpack_from(buffer)
                     if kind == _ERROR:
@@ -105,26 +138,55 @@ class PointerRecorder:
                         if category == _END_OF_DATA:
                             return
                         if category == _FROM_SERVER:
-                            self._events(buffer, 32, size)
+                            self.events(buffer, 32, size, arrived)
                     del buffer[:size]
+                time.sleep(READ_S)  # let input gather in the socket: one wake-up for many
         except Exception as exc:  # noqa: BLE001 - ends the thread: the watchdog restarts it
-            self.error = str(exc)
+            self.error = str(exc) or type(exc).__name__
         finally:
             self._close()
 
-    def _events(self, data: bytearray, start: int, end: int) -> None:
+    def events(self, data, start: int, end: int, arrived_ns: int) -> None:
+        """Hand the 32-byte core events in ``data[start:end]`` (read at ``arrived_ns``) to the
+        source."""
+        if end - start < _EVENT_SIZE:
+            return
+        source = self.source
+        self._calibrate(_EVENT.unpack_from(data, end - _EVENT_SIZE)[2], arrived_ns)
         for offset in range(start, end - _EVENT_SIZE + 1, _EVENT_SIZE):
-            kind, detail, x, y = _EVENT.unpack_from(data, offset)
+            began = time.perf_counter_ns()
+            kind, detail, ms, x, y, state = _EVENT.unpack_from(data, offset)
             injected = bool(kind & 0x80)
             kind &= 0x7F
-            if kind == MOTION_NOTIFY:
-                self.on_move(x, y, injected)
+            t_ns = self._monotonic_ns(ms)
+            if kind == KEY_PRESS or kind == KEY_RELEASE:
+                cls = self._classes.get((detail, state & SHIFT_MASK), KeyClass.OTHER)
+                (source.key_down if kind == KEY_PRESS else source.key_up)(
+                    t_ns, ("x", detail), cls, injected, began)
+            elif kind == MOTION_NOTIFY:
+                source.move(t_ns, x, y, injected, began)
             elif detail in SCROLL:
                 if kind == BUTTON_PRESS:
-                    self.on_scroll(x, y, *SCROLL[detail], injected)
-            elif kind in (BUTTON_PRESS, BUTTON_RELEASE):
-                self.on_click(x, y, BUTTONS.get(detail, Button.NONE), kind == BUTTON_PRESS,
-                              injected)
+                    source.scroll(t_ns, x, y, injected, began)
+            elif kind == BUTTON_PRESS or kind == BUTTON_RELEASE:
+                source.click(t_ns, x, y, BUTTONS.get(detail, Button.NONE), kind == BUTTON_PRESS,
+                             injected, began)
+
+    # The server's 32-bit millisecond time on our monotonic clock: unwrapped, plus the smallest
+    # (arrival - time) of a batch's last event seen so far, so no event is placed after it
+    # arrived; never before the previous event (the offset only shrinks, by fractions of a ms).
+    def _calibrate(self, last_ms: int, arrived_ns: int) -> None:
+        lag = arrived_ns - (last_ms + self._wraps * _WRAP_MS) * 1_000_000
+        if self._offset_ns is None or lag < self._offset_ns:
+            self._offset_ns = lag
+
+    def _monotonic_ns(self, ms: int) -> int:
+        if ms < self._last_ms and self._last_ms - ms > _WRAP_MS // 2:
+            self._wraps += 1
+        self._last_ms = ms
+        t_ns = (ms + self._wraps * _WRAP_MS) * 1_000_000 + self._offset_ns
+        self._last_ns = max(self._last_ns, t_ns)
+        return self._last_ns
 
     def _close(self) -> None:
         for conn in (self._record, self._control):
