@@ -39,7 +39,7 @@ from agent.system.paths import Paths, private_dir
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
-IDLE_TICK_S = 5.0         # the worker's tick once input has been away SILENT_HOOK_S
+IDLE_TICK_S = 5.0         # the worker's tick once input has been away LOCK_CHECK_S
 BATCH_S = 0.1             # the worker rests this long after a batch of input
 MAX_BATCH = 4096
 LOCK_CHECK_S = 5.0        # ask the OS whether the session is locked this long after input stops,
@@ -60,7 +60,7 @@ def tick_interval(quiet_s: float, state: str) -> float:
     stopped, so an idle agent wakes less than once a second."""
     if state == "locked":
         return UNLOCK_CHECK_S
-    return TICK_S if quiet_s < SILENT_HOOK_S else IDLE_TICK_S
+    return TICK_S if quiet_s < LOCK_CHECK_S else IDLE_TICK_S
 
 
 def train_profile(job: Train) -> Profile:

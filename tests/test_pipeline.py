@@ -163,8 +163,8 @@ def test_mouse_evidence_moves_trust_and_locks_a_clicking_impostor(balabit_dir):
 
 
 def test_the_worker_sleeps_longer_once_input_stops():
-    from agent.runtime import IDLE_TICK_S, SILENT_HOOK_S, TICK_S, UNLOCK_CHECK_S, tick_interval
+    from agent.runtime import IDLE_TICK_S, LOCK_CHECK_S, TICK_S, UNLOCK_CHECK_S, tick_interval
     assert tick_interval(0.5, "protecting") == TICK_S == 1.0  # the user is around
-    assert tick_interval(SILENT_HOOK_S + 1, "protecting") == IDLE_TICK_S > 1.0  # idle
-    assert tick_interval(SILENT_HOOK_S + 1, "learning") == IDLE_TICK_S
+    assert tick_interval(LOCK_CHECK_S + 1, "protecting") == IDLE_TICK_S > 1.0  # idle
+    assert tick_interval(LOCK_CHECK_S + 1, "learning") == IDLE_TICK_S
     assert tick_interval(3600, "locked") == UNLOCK_CHECK_S  # watch for the unlock
