@@ -43,7 +43,6 @@ class LiveSource:
         self.maxsize = maxsize
         self.dropped = 0
         self.keys_seen = 0
-        self.last_event_ns = 0
         self.timer = CallbackTimer()
         self.want_mouse = mouse
         self._tracker = KeyTracker()
@@ -57,7 +56,6 @@ class LiveSource:
             self.queue.put_nowait(event)
         else:
             self.dropped += 1
-        self.last_event_ns = event.t_ns
         self.timer.add(time.perf_counter_ns() - started)
 
     # pynput's callbacks: the time is now. ---------------------------------------------------
