@@ -1,5 +1,7 @@
-"""Key identity -> KeyClass: the only module that ever sees which key was pressed.
+"""Key identity -> KeyClass: the only module that classifies which key was pressed.
 
+Input sources hand a key straight here (pynput's callbacks pass its key object; the X11 RECORD
+reader passes a keycode, with the class it looked up in a table built by :func:`from_vk`).
 Everything past this module works with :class:`~agent.events.KeyClass` and opaque press ids.
 A key's identity lives here only while the key is held (to pair its release with its press)
 and is forgotten on release. Nothing here logs, stores or raises a key's identity.
