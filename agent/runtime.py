@@ -1,6 +1,7 @@
 """The imperative shell of the live agent: threads, hooks, OS actions, files.
 
-Threads: pynput's listener threads put Events on a bounded queue; one worker thread feeds them
+Threads: the input source's threads (pynput's listeners; on X11 the agent's own RECORD reader,
+:mod:`agent.sources.xrecord`) put Events on a bounded queue; one worker thread feeds them
 to the :class:`~agent.pipeline.Pipeline` and carries out the effects it returns; the tray owns
 the main thread. The worker wakes once a second while the user is around (every
 ``IDLE_TICK_S`` once input has stopped, see :func:`tick_interval`) to run the watchdog, pick up

@@ -1,7 +1,9 @@
-"""Live input from pynput's hooks: each callback does O(1) work and never blocks.
+"""Live input from pynput's hooks (on X11: :mod:`agent.sources.xrecord`): each callback does O(1)
+work and never blocks.
 
-A callback reads the monotonic clock, passes the key through the keymap (the only place its
-identity is seen), puts an Event on a bounded queue and returns. When the queue is full the
+A callback reads the monotonic clock (the X11 reader gives the X server's event time instead),
+passes the key through the keymap (the only place it is classified), puts an Event on a bounded
+queue and returns. When the queue is full the
 event is dropped and counted: a slow consumer must never slow the desktop (on Windows a slow
 low-level hook is silently removed by the OS). One pipeline worker consumes the queue.
 """
@@ -117,6 +119,7 @@ class LiveSource:
             self._tracker.reset()
             if keyboard.Listener.__module__ == "pynput.keyboard._xorg":
                 from agent.sources.xrecord import InputRecorder
+                # one reader for keys and pointer: it stands in both listeners' place
                 self._keyboard = InputRecorder(self, pointer=self.want_mouse)
                 self._keyboard.start()
                 return
