@@ -8,6 +8,7 @@ allows), the audit log, about, and quit (if policy allows). ``Icon.run`` owns th
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -124,7 +125,16 @@ class Tray:
     def run(self, setup: Callable[[], None]) -> None:
         """Run the icon on this (main) thread; ``setup`` starts the agent beside it."""
         def _setup(icon):
-            icon.visible = True
+            # pystray's X backend lets setup run before it names its main-loop thread; showing
+            # the icon in that gap raises AttributeError and the icon would never dock.
+            for _ in range(100):
+                try:
+                    icon.visible = True
+                    break
+                except AttributeError:
+                    time.sleep(0.02)
+            self._shown = None  # what the agent published before the icon was visible
+            self.show(self._status)
             setup()
         self.icon.run(setup=_setup)
 

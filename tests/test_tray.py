@@ -53,3 +53,56 @@ def test_show_updates_picture_and_title():
     first = tray.icon.icon
     tray.show({"state": "locked", "reason": "impostor"})
     assert tray.icon.icon is not first and "locked" in tray.icon.title
+
+
+DOCK_SCRIPT = """
+import threading, time, sys
+import pystray._xorg as xorg
+from agent.evaluation.xreplay import TrayHost
+from agent.tray import Tray
+host = TrayHost(sys.argv[1])
+time.sleep(1.5)
+empty = host.picture()
+
+def run_with_a_wide_gap(icon):  # pystray's own _run, with its gap widened to 0.2 s
+    icon._mark_ready()
+    time.sleep(0.2)
+    icon._thread = threading.current_thread()
+    icon._mainloop()
+
+xorg.Icon._run = run_with_a_wide_gap
+tray = Tray({}, allow_pause=False, allow_quit=True)
+
+def watch():
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and host.picture() == empty:
+        time.sleep(0.05)
+    print("docked" if host.picture() != empty else "not docked", flush=True)
+    tray.stop()
+
+threading.Thread(target=watch, daemon=True).start()
+tray.run(lambda: None)
+host.close()
+"""
+
+
+def test_icon_docks_even_when_setup_runs_before_the_x_main_loop_names_its_thread():
+    """pystray's X backend lets ``setup`` run before it sets ``_thread``; a setup that shows the
+    icon in that gap raised AttributeError and the icon never docked (seen in CI under load).
+    With the gap widened to 0.2 s, the icon must still dock in a real tray host (trayer)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    if not shutil.which("trayer"):
+        pytest.skip("needs trayer (CI installs it)")
+    from conftest import XServer
+    server = XServer()
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "PYSTRAY_BACKEND"}
+        env["DISPLAY"] = server.name
+        out = subprocess.run([sys.executable, "-c", DOCK_SCRIPT, server.name], env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.stdout.strip() == "docked", out.stderr[-2000:]
+    finally:
+        server.close()
