@@ -56,13 +56,18 @@ def test_show_updates_picture_and_title():
 
 
 DOCK_SCRIPT = """
-import threading, time, sys
+import os, threading, time, sys
 import pystray._xorg as xorg
 from agent.evaluation.xreplay import TrayHost
 from agent.tray import Tray
 host = TrayHost(sys.argv[1])
-time.sleep(1.5)
-empty = host.picture()
+empty, settled = None, time.monotonic() + 10
+while time.monotonic() < settled:  # the host has drawn its empty area
+    time.sleep(0.5)
+    again = host.picture()
+    if again == empty:
+        break
+    empty = again
 
 def run_with_a_wide_gap(icon):  # pystray's own _run, with its gap widened to 0.2 s
     icon._mark_ready()
@@ -74,15 +79,16 @@ xorg.Icon._run = run_with_a_wide_gap
 tray = Tray({}, allow_pause=False, allow_quit=True)
 
 def watch():
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and host.picture() == empty:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not (tray.icon.visible and host.picture() != empty):
         time.sleep(0.05)
-    print("docked" if host.picture() != empty else "not docked", flush=True)
-    tray.stop()
+    print("docked" if tray.icon.visible and host.picture() != empty else "not docked",
+          flush=True)
+    host.close()
+    os._exit(0)
 
 threading.Thread(target=watch, daemon=True).start()
 tray.run(lambda: None)
-host.close()
 """
 
 

@@ -132,6 +132,16 @@ def _sleep_until(due: float) -> None:
         time.sleep(left - 0.001 if left > 0.002 else 0)
 
 
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL a helper started with ``start_new_session`` (its whole process group) and reap it:
+    a busy X server can ignore SIGTERM (FIELD-NOTES.md)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=5)
+
+
 class Xvfb:
     """A private virtual X server (Xvfb) on a free display, for tests and ``cadence bench
     --x11``. Killed by PID with SIGKILL (a busy Xvfb can ignore SIGTERM; FIELD-NOTES.md)."""
@@ -154,11 +164,7 @@ class Xvfb:
             time.sleep(0.05)
 
     def close(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=5)
+        kill_group(self.proc)
         for path in (Path(f"/tmp/.X{self.number}-lock"), Path(f"/tmp/.X11-unix/X{self.number}")):
             path.unlink(missing_ok=True)
 
@@ -192,8 +198,4 @@ class TrayHost:
             d.close()
 
     def close(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=5)
+        kill_group(self.proc)
