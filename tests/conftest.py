@@ -4,6 +4,7 @@ where an archive is absent the tests that need it skip and say what to download.
 from __future__ import annotations
 
 import os
+import time
 import tarfile
 from pathlib import Path
 
@@ -44,6 +45,17 @@ def aalto_dir(tmp_path_factory) -> Path:
 def balabit_dir(tmp_path_factory) -> Path:
     """The unpacked Balabit training set (its folder holds training_files/)."""
     return _unpack("balabit-mouse-train", tmp_path_factory)
+
+
+def wait_for(predicate, timeout_s: float = 15.0, every_s: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy (returned at once) or ``timeout_s``
+    passes (then its last value): tests write ``assert wait_for(...)``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every_s)
 
 
 def XServer(size: str = "1280x800x24"):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_for as _wait_for
 
 from agent.evaluation.xreplay import TrayHost, XTyper
 from agent.features.keystroke import window_vector
@@ -36,14 +37,8 @@ ENROL_KEYS = 500
 CANARY = "zqxj vbwk pfyg"
 
 
-def wait_for(predicate, timeout_s: float, every_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every_s)
-    return None
+def wait_for(predicate, timeout_s: float):
+    return _wait_for(predicate, timeout_s, every_s=0.2)  # a poll may run `cadence status`
 
 
 def pick_pair(folder: Path):

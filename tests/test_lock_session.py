@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from agent.actions import lock, notify
 from agent.system import session
@@ -250,15 +251,6 @@ def _own_grab_status(display_name: str) -> int:
         d.close()
 
 
-def _wait_for(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -314,13 +306,13 @@ def test_screensaver_blank_is_not_a_lock(x, xvfb):
     try:
         d.force_screen_saver(X.ScreenSaverActive)
         d.sync()
-        assert _wait_for(lambda: session.screensaver_active() is True, 3)
+        assert wait_for(lambda: session.screensaver_active() is True, 3)
         assert session.screen_locked() is False  # blanked, but the next input wakes it freely
     finally:
         d.force_screen_saver(X.ScreenSaverReset)
         d.sync()
         d.close()
-    assert _wait_for(lambda: session.screensaver_active() is False, 3)
+    assert wait_for(lambda: session.screensaver_active() is False, 3)
 
 
 @needs_xvfb
@@ -375,9 +367,9 @@ def _lock_and_unlock_with(x, xvfb, command: list[str], *, skip_if_not_locked: bo
     assert (again.locked, again.method) == (True, "already-locked")
 
     _kill_group(result.pid)
-    assert _wait_for(lambda: session.screen_locked() is False, 5)
+    assert wait_for(lambda: session.screen_locked() is False, 5)
     assert _own_grab_status(xvfb) == X.GrabSuccess
-    assert _wait_for(lambda: not _alive(result.pid), 5)  # reaped, not left a zombie
+    assert wait_for(lambda: not _alive(result.pid), 5)  # reaped, not left a zombie
 
 
 @needs_xvfb
@@ -426,7 +418,7 @@ def test_dbus_screensaver_lock_is_verified(x, fake_service, tmp_path):
         result
     assert session.screen_locked() is True
     _kill_group(pid)
-    assert _wait_for(lambda: session.screen_locked() is False, 5)
+    assert wait_for(lambda: session.screen_locked() is False, 5)
 
 
 @needs_xvfb
@@ -455,7 +447,7 @@ def test_locker_that_never_locks_is_bounded_and_stopped(x, tmp_path):
     assert result.locked is False and result.verified is False
     assert "did not lock in time (stopped it)" in result.detail
     pid = int(marker.read_text())
-    assert _wait_for(lambda: not _alive(pid), 5)
+    assert wait_for(lambda: not _alive(pid), 5)
 
 
 @needs_xvfb

@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -46,17 +47,6 @@ CANARY = "CANARYzq7Typed"
 @pytest.fixture(autouse=True)
 def _guard(alarm_guard):
     """Every test here runs under the GUARD_S alarm (conftest.alarm_guard)."""
-
-
-def wait_for(predicate, timeout_s: float = 15.0, every_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {predicate}")
-        time.sleep(every_s)
 
 
 def free_port(kind=socket.SOCK_STREAM) -> int:
@@ -207,13 +197,13 @@ class Rsyslogd:
                     return True
                 except OSError:
                     return False
-            wait_for(listening, 15)
+            assert wait_for(listening, 15)
         if self.udp:  # UDP has no handshake: probe until rsyslogd writes a probe out
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 def probed():
                     s.sendto(b"<14>1 - - probe - probe - ready", ("127.0.0.1", self.udp))
                     return any(r.get("msgid") == "probe" for r in self.records())
-                wait_for(probed, 15, 0.2)
+                assert wait_for(probed, 15, 0.2)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -361,7 +351,7 @@ def test_syslog_udp_and_tcp_deliver_rfc5424_with_structured_data(rsyslog_plain, 
         for n in range(3):  # back-to-back messages: TCP framing must keep them apart
             d.submit("lock", {"reason": "impostor", "method": "i3lock", "locked": True,
                               "seq": n})
-        wait_for(lambda: len(rsyslog_plain.records("impostor")) == 2
+        assert wait_for(lambda: len(rsyslog_plain.records("impostor")) == 2
                  and len(rsyslog_plain.records("lock")) == 6)
     finally:
         d.stop(2)
@@ -398,16 +388,16 @@ def test_tcp_collector_restart_delivers_every_alert_in_order(rsyslog_plain, tmp_
     d = dispatcher(sinks, tmp_path / "spool")
     try:
         d.submit("impostor", {"verdict": "impostor", "seq": 0})
-        wait_for(lambda: len(rsyslog_plain.records("impostor")) == 1)
+        assert wait_for(lambda: len(rsyslog_plain.records("impostor")) == 1)
         rsyslog_plain.stop()  # the collector goes away mid-run; our connection is still open
         for n in range(1, 6):
             d.submit("impostor", {"verdict": "impostor", "seq": n})
-        wait_for(lambda: d.status()[0]["failing"] and d.status()[0]["spooled"] == 5)
+        assert wait_for(lambda: d.status()[0]["failing"] and d.status()[0]["spooled"] == 5)
         time.sleep(0.5)  # a few retries against the closed port
         assert d.status()[0]["spooled"] == 5
         rsyslog_plain.start()
-        wait_for(lambda: len(rsyslog_plain.records("impostor")) == 6, 20)
-        wait_for(lambda: d.status()[0]["spooled"] == 0)
+        assert wait_for(lambda: len(rsyslog_plain.records("impostor")) == 6, 20)
+        assert wait_for(lambda: d.status()[0]["spooled"] == 0)
     finally:
         d.stop(2)
     seqs = [parse_rfc5424(r["rawmsg"])["params"]["seq"] for r in rsyslog_plain.records("impostor")]
@@ -428,8 +418,8 @@ def test_tls_syslog_verifies_the_collector_certificate(rsyslog_tls, tmp_path, ce
         d_wrong.submit("tamper", {"verdict": "tamper", "reason": "from-untrusted"})
         d_good.submit("injection", {"verdict": "injection", "rule": "uniform-gaps",
                                     "keys_observed": 40, "recent_gaps_ms": [8.0, 8.1, 7.9]})
-        wait_for(lambda: rsyslog_tls.records("injection"))
-        wait_for(lambda: d_wrong.status()[0]["failing"])
+        assert wait_for(lambda: rsyslog_tls.records("injection"))
+        assert wait_for(lambda: d_wrong.status()[0]["failing"])
     finally:
         d_good.stop(2)
         d_wrong.stop(1)
@@ -448,7 +438,7 @@ def test_heartbeat_on_its_interval_at_info_severity(rsyslog_plain, tmp_path):
         assert d.maybe_heartbeat(1000.0, {"state": "protecting"}) is False  # starts the clock
         assert d.maybe_heartbeat(1059.0, {"state": "protecting"}) is False
         assert d.maybe_heartbeat(1060.0, {"state": "protecting"}) is True
-        wait_for(lambda: rsyslog_plain.records("heartbeat"))
+        assert wait_for(lambda: rsyslog_plain.records("heartbeat"))
     finally:
         d.stop(2)
     rec = rsyslog_plain.records("heartbeat")[0]
@@ -481,7 +471,7 @@ def test_hec_shape_token_header_and_webhook_object(https, tmp_path, certs, monke
         d.submit("injection", {"verdict": "injection", "rule": "uniform-gaps",
                                "keys_observed": 40, "recent_gaps_ms": [8.0, 8.1],
                                "action": "lock"})
-        wait_for(lambda: len(https.requests) == 2)
+        assert wait_for(lambda: len(https.requests) == 2)
     finally:
         d.stop(2)
     by_path = {path: (headers, body) for path, headers, body in https.requests}
@@ -518,7 +508,7 @@ def test_spool_survives_restart_in_order_and_is_encrypted(https, tmp_path, certs
     for n in range(5):
         assert d1.submit("impostor", {"verdict": "impostor", "score": 0.123456 + n, "seq": n,
                                       "reason": "impostor"})
-    wait_for(lambda: d1.status()[0]["spooled"] == 5 and d1.status()[0]["failing"])
+    assert wait_for(lambda: d1.status()[0]["spooled"] == 5 and d1.status()[0]["failing"])
     d1.stop(1)  # the agent stops (or the machine reboots) with alerts still waiting
 
     # on disk: 0700 folders, 0600 files, nothing readable
@@ -537,8 +527,8 @@ def test_spool_survives_restart_in_order_and_is_encrypted(https, tmp_path, certs
     try:
         d2.submit("impostor", {"verdict": "impostor", "seq": 5})
         https.start()  # same port: the collector is back
-        wait_for(lambda: len(https.requests) == 6, 20)
-        wait_for(lambda: d2.status()[0]["spooled"] == 0)
+        assert wait_for(lambda: len(https.requests) == 6, 20)
+        assert wait_for(lambda: d2.status()[0]["spooled"] == 0)
     finally:
         d2.stop(2)
     assert [b["event"]["seq"] for b in https.bodies()] == [0, 1, 2, 3, 4, 5]
@@ -554,7 +544,7 @@ def test_a_tampered_spool_record_is_dropped_and_reported(https, tmp_path, certs)
     d1 = dispatcher(sinks_of(config), spool_dir)
     for n in range(3):
         d1.submit("impostor", {"verdict": "impostor", "seq": n})
-    wait_for(lambda: d1.status()[0]["spooled"] == 3)
+    assert wait_for(lambda: d1.status()[0]["spooled"] == 3)
     d1.stop(1)
     first = sorted(p for p in (spool_dir / "hook").glob("*.rec") if p.stem.isdigit())[0]
     blob = bytearray(first.read_bytes())
@@ -563,7 +553,7 @@ def test_a_tampered_spool_record_is_dropped_and_reported(https, tmp_path, certs)
     https.start()
     d2 = dispatcher(sinks_of(config), spool_dir)
     try:
-        wait_for(lambda: len(https.requests) == 3, 20)
+        assert wait_for(lambda: len(https.requests) == 3, 20)
     finally:
         d2.stop(2)
     bodies = https.bodies()
@@ -579,10 +569,10 @@ def test_overflow_drops_the_oldest_and_is_reported_when_the_collector_returns(ht
     try:
         for n in range(12):
             d.submit("alert", {"verdict": "suspect", "seq": n})
-        wait_for(lambda: d.status()[0]["spooled"] == 5 and d.status()[0]["failing"])
+        assert wait_for(lambda: d.status()[0]["spooled"] == 5 and d.status()[0]["failing"])
         assert len(_spool_files(tmp_path / "spool" / "hook")) == 5 + 1  # records + counters
         https.start()
-        wait_for(lambda: len(https.requests) == 6, 20)
+        assert wait_for(lambda: len(https.requests) == 6, 20)
     finally:
         d.stop(2)
     bodies = https.bodies()
@@ -607,7 +597,7 @@ def test_submit_never_blocks_and_a_full_queue_is_counted(https, tmp_path, certs)
     https.start()
     d.start()
     try:
-        wait_for(lambda: len(https.requests) == 51, 20)
+        assert wait_for(lambda: len(https.requests) == 51, 20)
     finally:
         d.stop(2)
     bodies = https.bodies()
@@ -635,9 +625,9 @@ def test_privacy_canary_never_reaches_the_wire_or_the_logs(https, rsyslog_plain,
                               "time": CANARY, "Bad-Name": CANARY})    # reserved / bad names
         assert d.submit(f"kind {CANARY}", {}) is False
         assert d.submit("impostor", {f"{CANARY} name": 1}) is True  # only the bad field goes
-        wait_for(lambda: d.status()[0]["failing"])
+        assert wait_for(lambda: d.status()[0]["failing"])
         https.start()
-        wait_for(lambda: len(https.requests) == 2 and len(rsyslog_plain.cadence()) == 2, 20)
+        assert wait_for(lambda: len(https.requests) == 2 and len(rsyslog_plain.cadence()) == 2, 20)
     finally:
         d.stop(2)
     wire = b"".join(https.raw) + rsyslog_plain.out.read_bytes()
@@ -669,7 +659,7 @@ def test_forwarding_audit_sends_alert_worthy_records_only(https, tmp_path, certs
         audit.record("impostor", verdict="impostor", score=3.0, trust=0.1, action="lock")
         audit.record("lock", reason="impostor", method="i3lock", locked=True, verified=True)
         audit.record("stop", state="stopped")
-        wait_for(lambda: len(https.requests) == 5)
+        assert wait_for(lambda: len(https.requests) == 5)
     finally:
         d.stop(2)
     assert [b["kind"] for b in https.bodies()] == ["start", "state", "impostor", "lock", "stop"]
@@ -760,7 +750,7 @@ def test_the_agent_forwards_its_start_degraded_and_stop_to_the_sinks(https, tmp_
     agent = Agent(paths, settings)
     agent.start()
     try:
-        wait_for(lambda: len(https.requests) >= 3)
+        assert wait_for(lambda: len(https.requests) >= 3)
     finally:
         agent.stop()
     kinds = [(b["kind"], b.get("state"), b.get("reason")) for b in https.bodies()]

@@ -8,6 +8,7 @@ import struct
 import time
 
 import pytest
+from conftest import wait_for
 
 from agent.events import Button, KeyClass, Kind
 from agent.sources.live import LiveSource
@@ -82,15 +83,6 @@ def test_server_time_maps_onto_the_monotonic_clock():
     assert rec._monotonic_ns(1020) == base + 1021 * ms
     rec._last_ms = (1 << 32) - 5  # the 32-bit millisecond counter wraps after 49.7 days
     assert rec._monotonic_ns(3) == base + 1 * ms + ((1 << 32) + 3) * ms  # offset: base + 1 ms
-
-
-def wait_for(predicate, seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 def drain(source: LiveSource) -> list:
