@@ -58,13 +58,13 @@ def wait_for(predicate, timeout_s: float = 15.0, every_s: float = 0.05):
         time.sleep(every_s)
 
 
-def XServer(size: str = "1280x800x24"):
+def XServer(size: str = "1280x800x24", first: int = 60):
     """A real Xvfb for a test (agent.evaluation.xreplay.Xvfb), or a skip saying what to install."""
     import shutil
     from agent.evaluation.xreplay import Xvfb
     if not shutil.which("Xvfb"):
         pytest.skip("Xvfb not installed: apt-get install xvfb (CI installs it)")
-    return Xvfb(size)
+    return Xvfb(size, first)
 
 
 @pytest.fixture(scope="module")

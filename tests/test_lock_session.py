@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import XServer, wait_for
 
 from agent.actions import lock, notify
 from agent.system import session
@@ -344,6 +344,66 @@ def test_idle_grows_and_resets_on_input(x, xvfb):
         d.close()
     assert session.idle_seconds() < 0.5
 
+
+
+@needs_xvfb
+def test_session_queries_share_one_connection(x, xvfb):
+    from Xlib import display as xdisplay
+
+    def others() -> set[int]:
+        """The X server's clients (X-Resource), but the server itself (base 0) and this test."""
+        return {c.resource_base for c in d.res_query_clients().clients} - {0, own}
+
+    d = xdisplay.Display(xvfb)
+    try:
+        own = d.display.info.resource_id_base
+        session.idle_seconds()
+        first = others()
+        for _ in range(5):
+            assert session.idle_seconds() is not None
+            assert session.screen_locked() is False
+            assert session.screensaver_active() is False
+        assert first and others() == first  # one connection, kept open between queries
+    finally:
+        d.close()
+
+
+@needs_xvfb
+def test_session_queries_follow_a_restarted_x_server(monkeypatch):
+    first = XServer()
+    monkeypatch.setenv("DISPLAY", first.name)
+    try:
+        assert session.screen_locked() is False
+    finally:
+        first.close()
+    assert session.screen_locked() is None  # the server is gone: cannot tell, no exception
+    second = XServer(first=first.number)  # the same display name, a new server
+    try:
+        assert second.name == first.name
+        assert session.screen_locked() is False  # the very next query reconnects
+        assert session.idle_seconds() is not None
+    finally:
+        second.close()
+
+
+@needs_xvfb
+def test_hung_x_server_cannot_stall_the_caller(monkeypatch):
+    server = XServer()
+    monkeypatch.setenv("DISPLAY", server.name)
+    try:
+        assert session.idle_seconds() is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        assert session.idle_seconds() is None  # stranded: the caller hears nothing, in time
+        assert time.monotonic() - started < 2 * session.X_QUERY_TIMEOUT_S
+        started = time.monotonic()
+        assert session.screen_locked() is None  # while it stays stranded: at once
+        assert time.monotonic() - started < session.X_QUERY_TIMEOUT_S / 2
+        server.proc.send_signal(signal.SIGCONT)
+        assert wait_for(lambda: session.idle_seconds() is not None, 10)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+        server.close()
 
 # --------------------------------------------------------------------------- locking
 def _lock_and_unlock_with(x, xvfb, command: list[str], *, skip_if_not_locked: bool) -> None:

@@ -3,8 +3,8 @@ kind of display is this.
 
 One function per concern, the per-OS code inside, each adapter thin. Every function answers
 ``None`` when it cannot tell rather than guess, never raises, and never blocks for long: an X
-server that stopped answering must not stall the pipeline worker, so X queries run on a helper
-thread with a deadline.
+server that stopped answering must not stall the pipeline worker, so X queries run on a thread
+of their own, over one kept connection, and the caller waits for them with a deadline.
 
 Linux/X11
     idle time: the MIT-SCREEN-SAVER extension's ``QueryInfo`` (milliseconds since the last input
@@ -31,37 +31,18 @@ macOS
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Callable, TypeVar
-
-T = TypeVar("T")
 
 X_QUERY_TIMEOUT_S = 2.0
 SUBPROCESS_TIMEOUT_S = 2.0
 
 
 # --------------------------------------------------------------------------- common helpers
-def _with_deadline(fn: Callable[[], T], timeout_s: float) -> T | None:
-    """Run ``fn`` on a daemon thread; ``None`` if it raises or does not finish in time (a hung X
-    server then strands one daemon thread, not the caller)."""
-    box: list = []
-
-    def run() -> None:
-        try:
-            box.append(fn())
-        except Exception:  # noqa: BLE001 - any failure means "cannot tell"
-            pass
-
-    worker = threading.Thread(target=run, name="cadence-session-query", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    return box[0] if box else None
-
-
 def _run(argv: list[str], timeout_s: float = SUBPROCESS_TIMEOUT_S,
          env: dict | None = None) -> subprocess.CompletedProcess | None:
     try:
@@ -123,36 +104,107 @@ def display_kind() -> str:
 
 
 # --------------------------------------------------------------------------- Linux / X11
-def _x_query(what: str, display_name: str | None):
-    from Xlib import X, display as xdisplay  # pynput's dependency on Linux; imported lazily
+def _x_answer(d, what: str):
+    from Xlib import X  # pynput's dependency on Linux; imported lazily
 
-    d = xdisplay.Display(display_name)
-    try:
-        root = d.screen().root
-        if what == "idle":
-            if not d.has_extension("MIT-SCREEN-SAVER"):
-                return None
-            return root.screensaver_query_info().idle / 1000.0
-        if what == "saver":
-            if not d.has_extension("MIT-SCREEN-SAVER"):
-                return None
-            return root.screensaver_query_info().state == 1  # ScreenSaverOn
-        if what == "grabbed":
-            status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeAsync, X.CurrentTime)
-            if status == X.GrabSuccess:
-                d.ungrab_keyboard(X.CurrentTime)
-                d.sync()
-                return False
-            if status in (X.AlreadyGrabbed, X.GrabFrozen):
-                return True
-            return None  # GrabInvalidTime / GrabNotViewable: says nothing about a locker
-        raise ValueError(what)
-    finally:
-        d.close()
+    root = d.screen().root
+    if what == "idle":
+        if not d.has_extension("MIT-SCREEN-SAVER"):
+            return None
+        return root.screensaver_query_info().idle / 1000.0
+    if what == "saver":
+        if not d.has_extension("MIT-SCREEN-SAVER"):
+            return None
+        return root.screensaver_query_info().state == 1  # ScreenSaverOn
+    if what == "grabbed":
+        status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeAsync, X.CurrentTime)
+        if status == X.GrabSuccess:
+            d.ungrab_keyboard(X.CurrentTime)
+            d.sync()
+            return False
+        if status in (X.AlreadyGrabbed, X.GrabFrozen):
+            return True
+        return None  # GrabInvalidTime / GrabNotViewable: says nothing about a locker
+    raise ValueError(what)
+
+
+class _XQueries:
+    """All X session queries, on one connection and one thread of their own.
+
+    Opening a python-xlib connection costs a dozen round trips (set-up, then one query per
+    extension it knows), and a thread per query as many context switches again; an idle agent
+    asks every few seconds, so both are kept: the connection is opened on first use and again
+    after any error. A hung server strands the query thread, not the caller: the caller hears
+    ``None`` after ``X_QUERY_TIMEOUT_S``, and while that query stays stranded, at once."""
+
+    def __init__(self) -> None:
+        self._callers = threading.Lock()
+        self._asks: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._last = threading.Event()
+        self._last.set()
+        self._display = None
+        self._name: str | None = None
+
+    def ask(self, what: str, display_name: str | None):
+        if not self._callers.acquire(timeout=X_QUERY_TIMEOUT_S):
+            return None
+        try:
+            if not self._last.is_set():
+                return None  # the last query is still stranded on a hung server
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="cadence-x-query",
+                                                daemon=True)
+                self._thread.start()
+            reply: list = []
+            self._last = threading.Event()
+            self._asks.put((what, display_name, reply, self._last))
+            self._last.wait(X_QUERY_TIMEOUT_S)
+            return reply[0] if reply else None
+        finally:
+            self._callers.release()
+
+    def _serve(self) -> None:
+        while True:
+            what, display_name, reply, done = self._asks.get()
+            try:
+                reply.append(self._answer(what, display_name))
+            except Exception:  # noqa: BLE001 - any failure means "cannot tell"
+                pass
+            finally:
+                done.set()
+
+    def _answer(self, what: str, display_name: str | None):
+        from Xlib import display as xdisplay
+
+        try:
+            name = display_name or os.environ.get("DISPLAY")
+            if self._display is not None and name == self._name:
+                try:
+                    return _x_answer(self._display, what)
+                except Exception:  # noqa: BLE001 - the server went away or restarted: reconnect
+                    pass
+            self._close()
+            self._display, self._name = xdisplay.Display(display_name), name
+            return _x_answer(self._display, what)
+        except Exception:
+            self._close()
+            raise
+
+    def _close(self) -> None:
+        display, self._display = self._display, None
+        if display is not None:
+            try:
+                display.close()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+
+
+_X = _XQueries()
 
 
 def _x11(what: str, display_name: str | None = None):
-    return _with_deadline(lambda: _x_query(what, display_name), X_QUERY_TIMEOUT_S)
+    return _X.ask(what, display_name)
 
 
 def x_keyboard_grabbed(display_name: str | None = None) -> bool | None:
