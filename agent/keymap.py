@@ -138,6 +138,9 @@ def identify(key: Any) -> tuple[Any, KeyClass]:
     """(pairing identity, class). The identity is used only inside :class:`KeyTracker` (a
     source passes it straight to :meth:`KeyTracker.press_identified`), which forgets it on
     release."""
+    char = getattr(key, "char", None)  # a pynput KeyCode, the hooks' common case, first
+    if isinstance(char, str) and char:
+        return _ASCII.get(char) or _char_identity(char)
     if isinstance(key, KeyClass):
         return None, key
     if isinstance(key, bool) or key is None:
@@ -147,14 +150,21 @@ def identify(key: Any) -> tuple[Any, KeyClass]:
     if isinstance(key, str):
         return _identify_string(key)
     if isinstance(key, enum.Enum):  # pynput.keyboard.Key member
-        return ("name", key.name), from_name(key.name)
-    char = getattr(key, "char", None)
+        name = key.name
+        return ("name", name), from_name(name)
     vk = getattr(key, "vk", None)
-    if isinstance(char, str) and char:
-        return ("char", char.lower()), from_char(char)
     if isinstance(vk, int):
         return ("vk", vk), from_vk(vk)
     return None, KeyClass.OTHER
+
+
+def _char_identity(char: str) -> tuple[tuple[str, str], KeyClass]:
+    return ("char", char.lower()), from_char(char)
+
+
+# ASCII is looked up, not worked out: a hook callback's cost is mostly its first, cache-cold
+# steps (`cadence bench` measures it), and a table holds no trace of what was typed.
+_ASCII = {chr(code): _char_identity(chr(code)) for code in range(128)}
 
 
 def _identify_string(text: str) -> tuple[Any, KeyClass]:
@@ -167,7 +177,7 @@ def _identify_string(text: str) -> tuple[Any, KeyClass]:
     if text in KeyClass.__members__:
         return None, KeyClass[text]
     if len(text) == 1:
-        return ("char", text.lower()), from_char(text)
+        return _ASCII.get(text) or _char_identity(text)
     raise ValueError("not a key name (expected a character, Key.<name>, <vk> or a KeyClass name)")
 
 

@@ -122,3 +122,39 @@ def test_load_report_has_counts_only():
     report = LoadReport()
     report.skip("f", 3, "bad")
     assert report.as_dict()["skipped_by_reason"] == {"bad": 1}
+
+
+def test_live_callbacks_build_the_events_the_pipeline_expects():
+    """pynput's callbacks (the Windows and macOS hooks) through LiveSource: every field of every
+    Event, as the NamedTuple would build it, pairs by key, and the key itself nowhere."""
+    from pynput.keyboard import KeyCode
+    from pynput.mouse import Button as MouseButton
+
+    from agent.sources.live import LiveSource
+
+    source = LiveSource()
+    source.on_press(KeyCode.from_char("A"))
+    source.on_press(KeyCode.from_char(" "), injected=True)
+    source.on_release(KeyCode.from_char("a"))
+    source.on_release(KeyCode.from_char(" "), injected=True)
+    source.on_move(3, 4)
+    source.on_click(5, 6, MouseButton.left, True)
+    source.on_click(5, 6, MouseButton.left, False, injected=True)
+    source.on_scroll(7, 8, 0, -1)
+    events = []
+    while not source.queue.empty():
+        events.append(source.queue.get_nowait())
+    assert [e._replace(t_ns=0) for e in events] == [
+        Event(0, Kind.DOWN, KeyClass.LEFT_LETTER, 0),
+        Event(0, Kind.DOWN, KeyClass.SPACE, 1, injected=True),
+        Event(0, Kind.UP, KeyClass.LEFT_LETTER, 0),
+        Event(0, Kind.UP, KeyClass.SPACE, 1, injected=True),
+        Event(0, Kind.MOVE, x=3.0, y=4.0),
+        Event(0, Kind.PRESS, x=5.0, y=6.0, button=Button.LEFT),
+        Event(0, Kind.RELEASE, x=5.0, y=6.0, button=Button.LEFT, injected=True),
+        Event(0, Kind.SCROLL, x=7.0, y=8.0),
+    ]
+    assert all(type(e) is Event and type(e.injected) is bool for e in events)
+    times = [e.t_ns for e in events]
+    assert times == sorted(times)
+    assert source.timer.count == len(events)

@@ -18,6 +18,8 @@ from agent.events import Button, Event, KeyClass, Kind
 from agent.keymap import KeyTracker, identify
 
 _BUTTONS = {"left": Button.LEFT, "right": Button.RIGHT, "middle": Button.MIDDLE}
+_new = tuple.__new__
+_DOWN, _UP, _MOVE, _NO_BUTTON = Kind.DOWN, Kind.UP, Kind.MOVE, Button.NONE
 
 
 class CallbackTimer:
@@ -84,21 +86,23 @@ class LiveSource:
         self.scroll(time.monotonic_ns(), x, y, injected, started)
 
     # the events, from any source that knows when they happened ----------------------------------
+    # Events are built with tuple.__new__, Event's fields in order: the NamedTuple constructor is
+    # a Python frame of its own, and a callback's cost is mostly its cold first steps.
     def key_down(self, t_ns: int, ident, cls: KeyClass, injected: bool, started: int) -> None:
         cls, press_id, repeat = self._tracker.press_identified(ident, cls)
         self.keys_seen += 1
-        self._put(Event(t_ns, Kind.DOWN, cls, press_id, injected=bool(injected), repeat=repeat),
-                  started)
+        self._put(_new(Event, (t_ns, _DOWN, cls, press_id, 0.0, 0.0, _NO_BUTTON, bool(injected),
+                               repeat)), started)
 
     def key_up(self, t_ns: int, ident, cls: KeyClass, injected: bool, started: int) -> None:
         paired = self._tracker.release_identified(ident, cls)
         if paired is not None:
-            self._put(Event(t_ns, Kind.UP, paired[0], paired[1], injected=bool(injected)),
-                      started)
+            self._put(_new(Event, (t_ns, _UP, paired[0], paired[1], 0.0, 0.0, _NO_BUTTON,
+                                   bool(injected), False)), started)
 
     def move(self, t_ns: int, x, y, injected: bool, started: int) -> None:
-        self._put(Event(t_ns, Kind.MOVE, x=float(x), y=float(y), injected=bool(injected)),
-                  started)
+        self._put(_new(Event, (t_ns, _MOVE, None, -1, float(x), float(y), _NO_BUTTON,
+                               bool(injected), False)), started)
 
     def click(self, t_ns: int, x, y, button: Button, pressed: bool, injected: bool,
               started: int) -> None:
