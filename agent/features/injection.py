@@ -16,6 +16,13 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     1-4 ms: machine-typed text (autocomplete, a text expander) inside the recorded "human"
     streams. The longest reach 4 gaps (two people) and 10 gaps (one person); the default (12)
     keeps a margin above them.
+``steady_burst``
+    ``steady_burst_gaps`` press-to-press gaps in a row, each <= ``burst_gap_ms`` and all within
+    ``steady_burst_range_ms`` (2 ms) of each other: a machine's fixed delay at machine speed
+    (5 gaps: 6 keys, and Shift or GUI chords in them, whose keys share one HID report, are not
+    counted as steps). Two ms allow a millisecond clock and scheduling on either side. The fast
+    runs in the Aalto streams above are never that steady: over 5 gaps their delays spread
+    3 ms or more (gaps of 2-10 ms, as autocomplete's are), so none matches.
 ``short_holds``
     ``short_hold_count`` of the last ``short_hold_window`` released keys held <= ``short_hold_ms``
     (12 ms). A finger needs 30 ms or more to press and lift a key (Aalto: 1% of holds are
@@ -36,7 +43,7 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     report (an injector's Shift+letter or GUI+r); hands press and release a chord's keys tens of
     ms apart. Aalto: 17 such pairs in 731k keys, never two in one window.
 
-``burst``, ``uniform_holds`` and ``regular_gaps`` also need two key classes or more in their
+``burst``, ``steady_burst``, ``uniform_holds`` and ``regular_gaps`` also need two key classes or more in their
 window, so a key held under auto-repeat that some systems report as release/press pairs (one
 class, a fixed rate, equal holds) never matches.
 Auto-repeat key-downs (``repeat=True``) are ignored, as are events the OS flags as software
@@ -58,6 +65,7 @@ from agent.events import Event, Kind
 _NS_PER_MS = 1_000_000
 _MAX_HELD = 32          # pending presses kept for pairing; older ones are forgotten
 _EVIDENCE_KEYS = 16     # gaps and holds a Detection carries
+_SAME_REPORT_MS = 0.5   # key-downs closer than half a USB frame came in one HID report
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,8 @@ class InjectionPolicy:
 
     burst_gap_ms: float = 25.0
     burst_gaps: int = 12
+    steady_burst_gaps: int = 5
+    steady_burst_range_ms: float = 2.0
     short_hold_ms: float = 12.0
     short_hold_window: int = 16
     short_hold_count: int = 13
@@ -80,7 +90,7 @@ class InjectionPolicy:
     allow_software_injected: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("burst_gaps", "short_hold_window", "short_hold_count", "uniform_hold_window",
+        for name in ("burst_gaps", "steady_burst_gaps", "short_hold_window", "short_hold_count", "uniform_hold_window",
                      "regular_gap_window", "chord_window", "chord_count"):
             if getattr(self, name) < 1:
                 raise ValueError(f"injection policy: {name} must be at least 1")
@@ -88,22 +98,24 @@ class InjectionPolicy:
             raise ValueError("injection policy: short_hold_count exceeds short_hold_window")
         if self.chord_count > self.chord_window:
             raise ValueError("injection policy: chord_count exceeds chord_window")
-        for name in ("burst_gap_ms", "short_hold_ms", "uniform_hold_range_ms",
+        for name in ("burst_gap_ms", "steady_burst_range_ms", "short_hold_ms", "uniform_hold_range_ms",
                      "regular_gap_range_ms", "pause_ms", "chord_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"injection policy: {name} must not be negative")
 
 
 #: ``balanced`` (default): no detection on any of the 1,000 Aalto typists' streams, a margin above
-#: the machine-typed burst found in them; injectors caught in about 13 keys.
-#: ``strict``: catches injectors within 5 or 6 keys, and so also flags the rare burst of
+#: the machine-typed bursts found in them; injectors at a fixed delay caught in 6 keys (7 with a
+#: Shift among them), jittered or unsteady ones in about 13.
+#: ``strict``: catches any fast injector within 5 or 6 keys, and so also flags the rare burst of
 #: autocomplete or text-expander typing (4 of the 1,000 Aalto typists, as many as google/ukip).
 #: ``relaxed``: twice the evidence of ``balanced``, for machines with legitimate typing hardware.
 PRESETS: dict[str, InjectionPolicy] = {
     "balanced": InjectionPolicy(),
-    "strict": InjectionPolicy(burst_gaps=4, short_hold_window=8, short_hold_count=6,
-                              chord_count=3),
-    "relaxed": InjectionPolicy(burst_gaps=24, short_hold_window=32, short_hold_count=26,
+    "strict": InjectionPolicy(burst_gaps=4, steady_burst_gaps=4, short_hold_window=8,
+                              short_hold_count=6, chord_count=3),
+    "relaxed": InjectionPolicy(burst_gaps=24, steady_burst_gaps=10, short_hold_window=32,
+                               short_hold_count=26,
                                uniform_hold_window=32, regular_gap_window=24, chord_count=6),
 }
 
@@ -156,6 +168,7 @@ class InjectionDetector:
         self._last_down_cls = -1
         self._burst = 0
         self._burst_classes = 0    # bit set of the key classes in the current burst
+        self._steady: deque[float] = deque(maxlen=p.steady_burst_gaps)  # its gaps, chords apart
         self._gaps: deque[float] = deque(maxlen=max(p.regular_gap_window, _EVIDENCE_KEYS))
         self._gap_classes: deque[int] = deque(maxlen=p.regular_gap_window)
         self._holds: deque[float] = deque(maxlen=max(p.uniform_hold_window, _EVIDENCE_KEYS))
@@ -203,10 +216,17 @@ class InjectionDetector:
                 self._burst_classes = 1 << (prev_cls + 1)
             self._burst += 1
             self._burst_classes |= 1 << (cls + 1)
-            if self._burst >= p.burst_gaps and self._burst_classes & (self._burst_classes - 1):
+            mixed = self._burst_classes & (self._burst_classes - 1)
+            if self._burst >= p.burst_gaps and mixed:
                 return self._fire("burst", t)
+            if gap > _SAME_REPORT_MS:  # keys of one HID report (a chord): not a step of the cadence
+                self._steady.append(gap)
+                if (len(self._steady) == p.steady_burst_gaps and mixed
+                        and max(self._steady) - min(self._steady) <= p.steady_burst_range_ms):
+                    return self._fire("steady_burst", t)
         else:
             self._burst = 0
+            self._steady.clear()
         if gap < p.pause_ms and len(self._gap_classes) == p.regular_gap_window:
             recent = list(self._gaps)[-p.regular_gap_window:]
             if (max(recent) - min(recent) <= p.regular_gap_range_ms
