@@ -8,6 +8,7 @@ allows), the audit log, about, and quit (if policy allows). ``Icon.run`` owns th
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from functools import lru_cache
@@ -135,8 +136,34 @@ class Tray:
                     time.sleep(0.02)
             self._shown = None  # what the agent published before the icon was visible
             self.show(self._status)
+            if type(icon).__module__ == "pystray._xorg":
+                threading.Thread(target=_redock_on_new_tray, args=(icon,), daemon=True,
+                                 name="cadence-tray-manager").start()
             setup()
         self.icon.run(setup=_setup)
 
     def stop(self) -> None:
         self.icon.stop()
+
+
+def _redock_on_new_tray(icon) -> None:
+    """pystray's X backend docks when the icon is shown or redrawn, never again: a panel that
+    starts after the agent (autostart races it at login) or restarts would leave the icon
+    undocked for good. A new tray announces itself (freedesktop system tray spec: a MANAGER
+    client message to the root window, naming its selection); on each, redraw the same icon,
+    which docks it. Blocks on X events, so it costs no wake-ups."""
+    try:
+        from Xlib import X, display as xdisplay
+
+        d = xdisplay.Display()
+        manager = d.intern_atom("MANAGER")
+        selection = d.intern_atom(f"_NET_SYSTEM_TRAY_S{d.get_default_screen()}")
+        d.screen().root.change_attributes(event_mask=X.StructureNotifyMask)
+        while True:
+            event = d.next_event()
+            if (event.type == X.ClientMessage and event.client_type == manager
+                    and event.data[1][1] == selection and icon.visible):
+                log.info("a system tray appeared: docking the icon")
+                icon.icon = icon.icon
+    except Exception:  # noqa: BLE001 - the X server went away: the agent goes on without it
+        log.debug("tray watcher stopped", exc_info=True)

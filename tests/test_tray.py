@@ -1,5 +1,7 @@
 """The tray view: pictures per state, tooltip, menu entries that follow the policy."""
 
+import time
+
 import pytest
 
 from agent.tray import COLOURS, Tray, icon_image, tooltip
@@ -111,4 +113,69 @@ def test_icon_docks_even_when_setup_runs_before_the_x_main_loop_names_its_thread
                              capture_output=True, text=True, timeout=60)
         assert out.stdout.strip() == "docked", out.stderr[-2000:]
     finally:
+        server.close()
+
+
+LATE_HOST_SCRIPT = """
+from agent.tray import Tray
+Tray({}, allow_pause=False, allow_quit=True).run(lambda: None)
+"""
+
+
+def _icon_docked(display_name: str, title: str) -> bool | None:
+    """Is the X window named ``title`` embedded in a tray (its parent is not the root)? None
+    while there is no such window."""
+    from Xlib import display as xdisplay
+
+    d = xdisplay.Display(display_name)
+    try:
+        root = d.screen().root
+        todo = list(root.query_tree().children)
+        while todo:
+            window = todo.pop()
+            try:
+                if window.get_wm_name() == title:
+                    return window.query_tree().parent != root
+                todo.extend(window.query_tree().children)
+            except Exception:  # noqa: BLE001 - a window that went away meanwhile
+                continue
+        return None
+    finally:
+        d.close()
+
+
+def test_icon_docks_in_a_tray_that_starts_after_the_agent():
+    """Autostart can beat the panel at login, and a panel can restart: the icon must dock in
+    the tray that appears later (a real trayer; the test reads the X window tree)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    if not shutil.which("trayer"):
+        pytest.skip("needs trayer (CI installs it)")
+    from conftest import XServer, wait_for
+    from agent.evaluation.xreplay import TrayHost, kill_group
+    server = XServer()
+    agent = host = None
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "PYSTRAY_BACKEND"}
+        env["DISPLAY"] = server.name
+        agent = subprocess.Popen([sys.executable, "-c", LATE_HOST_SCRIPT], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+        title = tooltip({"state": "starting"})
+        assert wait_for(lambda: _icon_docked(server.name, title) is not None, 20)
+        time.sleep(1.0)
+        assert _icon_docked(server.name, title) is False  # no tray yet
+        host = TrayHost(server.name)
+        assert wait_for(lambda: _icon_docked(server.name, title), 20)
+        host.close()  # the panel restarts
+        assert wait_for(lambda: _icon_docked(server.name, title) is False, 10)  # back on root
+        host = TrayHost(server.name)
+        assert wait_for(lambda: _icon_docked(server.name, title), 20)
+    finally:
+        if agent is not None:
+            kill_group(agent)
+        if host is not None:
+            host.close()
         server.close()
