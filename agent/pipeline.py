@@ -34,7 +34,7 @@ from agent.events import Event, Kind
 from agent.features.injection import InjectionDetector
 from agent.features.keystroke import N_CELLS, N_BINS, window_vector
 from agent.features.mouse import Segmenter, action_features
-from agent.model.mouse import MouseModel, summary
+from agent.model.mouse import MouseModel
 from agent.model.profile import KeystrokeModel, Profile
 from agent.policy import Policy
 
@@ -299,7 +299,7 @@ class Pipeline:
         if len(self._actions) < model.window or self._new_actions < MOUSE_STEP:
             return []
         self._new_actions = 0
-        score = float(model.score_vectors(summary(np.array(self._actions))[None, :])[0])
+        score = float(model.score_vectors(model.summary(np.array(self._actions)))[0])
         score /= model.scale  # 1.0: the user's own typical window
         self.last_mouse_score = score
         self.trust = decision.update(self.trust, score, decision.Thresholds(1.0, 0.0),

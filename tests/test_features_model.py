@@ -184,3 +184,19 @@ def test_malformed_profiles_are_refused_with_a_clear_message(mutate, message):
 def test_garbage_profile_is_refused():
     with pytest.raises(ProfileError, match="re-enrol"):
         Profile.from_json(b"\x00\xff garbage")
+
+
+def test_a_mouse_model_of_an_older_version_is_set_aside_not_called_tampering(caplog):
+    """An upgrade must not turn every saved profile into a tamper alert: a mouse model from
+    before the copula (mean, std and train) is dropped with a warning, the typing model kept."""
+    data = json.loads(profile_blob())
+    data["mouse"] = {"window": 20, "n_neighbors": 10, "scale": 1.0, "threshold": 2.0,
+                     "mean": [0.0] * 3, "std": [1.0] * 3, "train": [[0.0] * 3] * 12}
+    with caplog.at_level("WARNING"):
+        profile = Profile.from_json(json.dumps(data).encode())
+    assert profile.mouse is None
+    assert profile.keystroke.to_dict() == json.loads(profile_blob())["keystroke"]
+    assert "older version" in caplog.text and "enroll --restart" in caplog.text
+    data["mouse"] = {"window": 20, "n_neighbors": 10, "scale": 1.0, "threshold": 2.0}
+    with pytest.raises(ProfileError):  # neither format: malformed, as before
+        Profile.from_json(json.dumps(data).encode())

@@ -3,6 +3,7 @@ pyod, and a small real run of the protocol."""
 
 import logging
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -136,21 +137,38 @@ def test_numpy_scores_equal_pyod_knn():
     for window in (1, 5):
         model = mm.fit(X[:300], window)
         detector = mm.pyod_knn(model)
-        V = mm.window_vectors(X[300:], window)
+        V = model.summarise(X[300:])
         assert np.allclose(model.score_vectors(V), detector.decision_function(model.standardise(V)),
                            rtol=0, atol=1e-9)
         assert np.allclose(model.loo_scores(), detector.decision_scores_, rtol=0, atol=1e-9)
 
 
-def test_windows_summarise_shares_and_medians():
-    X = np.zeros((4, fm.N_FEATURES))
-    X[:, F["is_point_click"]] = [1, 0, 0, 0]
-    X[:, F["log_duration_s"]] = [1, 2, 3, 100]
-    V = mm.window_vectors(X, 4)
+def test_windows_summarise_means():
+    Z = np.zeros((4, fm.N_FEATURES))
+    Z[:, F["is_point_click"]] = [1, 0, 0, 0]
+    Z[:, F["log_duration_s"]] = [1, 2, 3, 100]
+    V = mm.window_vectors(Z, 4)
     assert V.shape == (1, fm.N_FEATURES)
-    assert V[0, F["is_point_click"]] == 0.25 and V[0, F["log_duration_s"]] == 2.5
-    assert mm.window_vectors(X, 5).shape == (0, fm.N_FEATURES)
-    assert np.array_equal(mm.window_vectors(X, 1), X)
+    assert V[0, F["is_point_click"]] == 0.25 and V[0, F["log_duration_s"]] == 26.5
+    assert mm.window_vectors(Z, 5).shape == (0, fm.N_FEATURES)
+    assert np.array_equal(mm.window_vectors(Z, 1), Z)
+    assert np.allclose(mm.window_vectors(Z, 2, stride=1)[:, F["log_duration_s"]], [1.5, 2.5, 51.5])
+
+
+def test_actions_on_the_users_own_scale_are_normal_quantiles_of_mid_ranks():
+    ref = np.sort(np.array([[1.0], [2.0], [2.0], [3.0]]), axis=0)
+    z = mm.rank_normal(ref, np.array([[0.0], [1.0], [2.0], [2.5], [9.0]]))[:, 0]
+    inv = NormalDist().inv_cdf
+    # mid-ranks 0, 0.5, 2, 3, 4 among 4 values: quantiles of (r + 1/2) / 5
+    assert np.allclose(z, [inv(0.1), inv(0.2), inv(0.5), inv(0.7), inv(0.9)])
+    model = mm.fit(np.random.default_rng(1).normal(size=(200, 3)), 10)
+    assert np.allclose(model.summary(np.zeros((20, 3))), model.summarise(np.zeros((20, 3)))[0])
+    # a monotone change of any feature's units leaves every score unchanged
+    X = np.random.default_rng(2).normal(size=(300, 3))
+    Y = X.copy()
+    Y[:, 0] = np.exp(3 * Y[:, 0])
+    a, b = mm.fit(X[:200], 10), mm.fit(Y[:200], 10)
+    assert np.allclose(a.score_actions(X[200:]), b.score_actions(Y[200:]))
 
 
 def test_calibration_scales_and_thresholds_from_held_out_enrolment():

@@ -14,8 +14,9 @@ of its windows of ``CHALLENGE_WINDOW`` actions (a shorter session: one window of
 actions), divided by the user's calibration ``scale`` so users compare; AUC over all labelled
 sessions together (``challenge_auc``). A session with no action is not scored and is counted.
 
-Hyper-parameters (pause 0.5 s, at least 4 points per action, kNN with 10 neighbours, the median
-summary, no direction features) were chosen on the even-indexed users in name order and checked
+Hyper-parameters (pause 0.5 s, at least 4 points per action, kNN with 10 neighbours, no
+direction features; the copula, mean summary and shrunk whitening of :mod:`agent.model.mouse`)
+were chosen on the even-indexed users in name order and checked
 on the odd-indexed ones.
 """
 
@@ -118,7 +119,7 @@ def session_score(fitted: model.MouseModel, X: np.ndarray) -> float:
     """A test session's score: the mean over its windows, or one window of all its actions."""
     if len(X) >= fitted.window:
         return float(np.mean(fitted.score_actions(X))) / fitted.scale
-    return float(fitted.score_vectors(model.summary(X)[None, :])[0]) / fitted.scale
+    return float(fitted.score_vectors(fitted.summary(X))[0]) / fitted.scale
 
 
 def evaluate_challenge(people: list[UserSessions], tests: list[tuple[str, list, bool]],

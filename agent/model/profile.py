@@ -9,6 +9,7 @@ agent stores it encrypted (``agent.store``).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 
@@ -17,6 +18,8 @@ import numpy as np
 from agent.features.keystroke import N_BINS, N_CELLS, N_FEATURES
 from agent.model.mouse import MouseModel
 from agent.model.rankshift import rank_scores, rank_table
+
+log = logging.getLogger(__name__)
 
 FORMAT = "cadence-profile"
 VERSION = 1
@@ -114,21 +117,28 @@ def _numbers(values, what: str) -> np.ndarray:
 
 def mouse_to_dict(model: MouseModel) -> dict:
     return {"window": model.window, "n_neighbors": model.n_neighbors, "scale": model.scale,
-            "threshold": model.threshold, "mean": model.mean.tolist(),
-            "std": model.std.tolist(), "train": model.train.tolist()}
+            "threshold": model.threshold, "actions": model.actions.tolist(),
+            "summaries": model.summaries.tolist(), "center": model.center.tolist(),
+            "whiten": model.whiten.tolist(), "train": model.train.tolist()}
 
 
 def mouse_from_dict(data: dict) -> MouseModel:
-    mean, std = _numbers(data["mean"], "mouse model"), _numbers(data["std"], "mouse model")
-    train = _numbers(data["train"], "mouse model")
+    arrays = {name: _numbers(data[name], "mouse model")
+              for name in ("actions", "summaries", "center", "whiten", "train")}
+    actions, summaries, center = arrays["actions"], arrays["summaries"], arrays["center"]
+    whiten, train = arrays["whiten"], arrays["train"]
     window, neighbours = data["window"], data["n_neighbors"]
+    width = center.size
     if not (isinstance(window, int) and isinstance(neighbours, int) and window > 0
-            and neighbours > 0 and mean.ndim == 1 and std.shape == mean.shape
-            and train.ndim == 2 and train.shape[1] == mean.size and len(train) > neighbours
-            and np.all(std > 0) and _number(data["scale"]) and _number(data["threshold"])):
+            and neighbours > 0 and center.ndim == 1 and actions.ndim == 2
+            and actions.shape[1] == width and summaries.shape == train.shape
+            and whiten.shape == (width, width) and train.ndim == 2 and train.shape[1] == width
+            and len(train) > neighbours and np.all(np.diff(actions, axis=0) >= 0)
+            and np.all(np.diff(summaries, axis=0) >= 0)
+            and _number(data["scale"]) and _number(data["threshold"])):
         raise ProfileError("the mouse model is inconsistent; re-enrol")
-    return MouseModel(window, mean, std, train, neighbours, float(data["scale"]),
-                      float(data["threshold"]))
+    return MouseModel(window, actions, summaries, center, whiten, train, neighbours,
+                      float(data["scale"]), float(data["threshold"]))
 
 
 @dataclass
@@ -159,6 +169,11 @@ class Profile:
                                f"this agent (expects {VERSION}); re-enrol")
         try:
             mouse = data.get("mouse")
+            if isinstance(mouse, dict) and "mean" in mouse and "actions" not in mouse:
+                # a mouse model of before the copula: keep protecting with the typing model
+                log.warning("the profile's mouse model is from an older version and is not "
+                            "used; `cadence enroll --restart` learns a new one")
+                mouse = None
             return cls(keystroke=KeystrokeModel.from_dict(data["keystroke"]),
                        mouse=None if mouse is None else mouse_from_dict(mouse))
         except (KeyError, TypeError, ValueError) as exc:
