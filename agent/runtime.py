@@ -96,10 +96,11 @@ class Agent:
         self._pause_until = 0.0
         self._last_lock_check = 0.0
         self._last_silence_check = 0.0
+        self._unheard_input_at: float | None = None  # when the OS saw input the hooks missed
         self._last_prune = 0.0
         self._last_published: dict | None = None
         self._last_heartbeat = 0.0
-        self._hook_events_at = time.monotonic()
+        self._hook_events_at = self._hooks_started_at = time.monotonic()
         self._hook_problem: str | None = None
         self._key_unavailable = False
         self._last_key_retry = 0.0
@@ -185,7 +186,7 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - no permission, no display, backend error
             log.error("input hooks could not start: %s", type(exc).__name__)
             return "hook-failed"
-        self._hook_events_at = time.monotonic()
+        self._hook_events_at = self._hooks_started_at = time.monotonic()
         return None
 
     # -- the worker ------------------------------------------------------------------------------
@@ -263,25 +264,32 @@ class Agent:
         if self._hook_problem in ("wayland", "no-display"):
             return
         problem = None
+        silent = now - self._hook_events_at > SILENT_HOOK_S
         if not self.source.alive():
             problem = "hook-stopped"
-        else:
-            silent = now - self._hook_events_at > SILENT_HOOK_S
-            if silent and now - self._last_silence_check >= SILENCE_CHECK_S:
-                self._last_silence_check = now  # ask the OS only now and then, when silent
-                idle = session.idle_seconds()
-                if idle is not None and idle < TICK_S:
-                    problem = "hook-silent"
+        elif not silent:
+            self._unheard_input_at = None
+        elif self._unheard_input_at is not None:
+            if now - self._unheard_input_at >= TICK_S:  # and the hooks still have not heard it
+                problem = "hook-silent"
+        elif now - self._last_silence_check >= SILENCE_CHECK_S:
+            self._last_silence_check = now  # ask the OS only now and then, when silent
+            idle = session.idle_seconds()
+            if idle is not None and idle < TICK_S:
+                # Input the OS saw just now may still be on its way through the hooks: only
+                # note when it came, and call the hooks silent if it has not arrived a tick later.
+                self._unheard_input_at = now - idle
         if problem:
             log.warning("%s", REASONS[problem])
             self._hook_problem = problem
+            self._unheard_input_at = None
             self._execute(self.pipeline.degrade(problem))
             restart = self._start_hooks()
             if restart:
                 self._hook_problem = restart
                 self._execute(self.pipeline.degrade(restart))
-        elif self._hook_problem and now - self._hook_events_at < SILENT_HOOK_S:
-            self._hook_problem = None
+        elif self._hook_problem and self._hook_events_at > self._hooks_started_at:
+            self._hook_problem = None  # the restarted hooks deliver input again
             self._execute(self.pipeline.degrade(None))
 
     def _check_lock(self, now: float) -> None:

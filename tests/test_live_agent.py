@@ -169,12 +169,13 @@ def test_another_person_typing_is_locked_out(scenario):
         if agent.status().get("state") == "locked":
             break
     from Xlib import X
-    assert wait_for(lambda: x_keyboard_grab_status(scenario["display"]) == X.AlreadyGrabbed, 10)
+    assert wait_for(lambda: x_keyboard_grab_status(scenario["display"]) == X.AlreadyGrabbed,
+                    10), story(agent)
     locks = [e for e in agent.audit() if e["kind"] == "lock"]
     assert locks and locks[-1]["locked"] is True and locks[-1]["reason"] == "impostor"
-    assert wait_for(lambda: agent.status().get("state") == "locked", 10)
+    assert wait_for(lambda: agent.status().get("state") == "locked", 10), story(agent)
     subprocess.run(["pkill", "-KILL", "-x", "i3lock"], check=False)
-    assert wait_for(lambda: agent.status().get("state") == "protecting", 15)
+    assert wait_for(lambda: agent.status().get("state") == "protecting", 15), story(agent)
 
 
 def test_no_trace_of_typed_text(scenario):
@@ -224,6 +225,16 @@ def payload(gap_ms, hold_ms, keys=60, seed=0):
     return sorted(events, key=lambda e: e.t_ns)
 
 
+def story(agent) -> str:
+    """What the agent did lately, for a failing assertion's message: its last audit entries
+    (numbers and states only) and the end of its own log."""
+    keep = ("kind", "state", "reason", "verdict", "rule", "keys_observed", "method", "locked")
+    entries = [{k: e[k] for k in keep if k in e} for e in agent.audit()[-12:]]
+    log = agent.home / "agent-stderr.log"
+    tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+    return "\n".join(["audit:", *map(str, entries), "log:", *tail])
+
+
 def injection_entries(agent):
     return [e for e in agent.audit() if e["kind"] == "injection"]
 
@@ -236,15 +247,17 @@ def test_keystroke_injection_is_caught_and_locked(scenario, name, gaps):
     """A USB injector typing through the real hooks: detected, locked, and not learned."""
     agent, typer = scenario["agent"], scenario["typer"]
     from Xlib import X
-    assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"), 15)
+    assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
+                    15), story(agent)
     before = len(injection_entries(agent))
     learned = agent.status()["enrol_keystrokes"]
     typer.replay(payload(gaps, hold_ms=3.0), speed=1.0)
-    assert wait_for(lambda: len(injection_entries(agent)) > before, 10), name
+    assert wait_for(lambda: len(injection_entries(agent)) > before, 10), story(agent)
     entry = injection_entries(agent)[-1]
     assert entry["verdict"] == "injection"
-    assert entry["keys_observed"] <= (14 if name.startswith("usb") else 40)
-    assert wait_for(lambda: x_keyboard_grab_status(scenario["display"]) == X.AlreadyGrabbed, 10)
+    assert entry["keys_observed"] <= (14 if name.startswith("usb") else 40), story(agent)
+    assert wait_for(lambda: x_keyboard_grab_status(scenario["display"]) == X.AlreadyGrabbed,
+                    10), story(agent)
     assert agent.status()["enrol_keystrokes"] == learned  # injected keys were not learned
     subprocess.run(["pkill", "-KILL", "-x", "i3lock"], check=False)
-    assert wait_for(lambda: agent.status().get("state") != "locked", 15)
+    assert wait_for(lambda: agent.status().get("state") != "locked", 15), story(agent)
