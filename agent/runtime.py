@@ -30,7 +30,7 @@ from agent.model.profile import KeystrokeModel, Profile
 from agent.pipeline import (MIN_MOUSE_ACTIONS, MOUSE_WINDOW, REASONS, Audit, Lock, Notify,
                             Pipeline, Save, Train)
 from agent.policy import Settings
-from agent.sources.live import LiveSource
+from agent.sources.live import HookError, LiveSource
 from agent.store import KeyUnavailableError, ProfileStore, StoreError, TamperError
 from agent.system import session
 from agent.system.files import write_private
@@ -48,6 +48,7 @@ LOCK_CHECK_MAX_S = 60.0   # ... then at doubling intervals up to this while inpu
 UNLOCK_CHECK_S = 2.0      # ... and this often while we know it is locked
 SILENT_HOOK_S = 10.0      # hooks silent this long while the OS reports input: hook lost
 SILENCE_CHECK_S = 30.0    # how often to compare with the OS's idle time while silent
+HOOK_RETRY_S = 30.0       # how often to try hooks again that could not start
 KEY_RETRY_S = 10.0
 SIGNAL_POLL_S = 10.0      # the no-tray main thread's wait: see Agent.wait_stopped
 PRUNE_EVERY_S = 86400.0
@@ -101,6 +102,7 @@ class Agent:
         self._last_published: dict | None = None
         self._last_heartbeat = 0.0
         self._hook_events_at = self._hooks_started_at = time.monotonic()
+        self._hooks_tried_at = 0.0
         self._hook_problem: str | None = None
         self._key_unavailable = False
         self._last_key_retry = 0.0
@@ -181,8 +183,12 @@ class Agent:
             return "wayland"
         if kind == "none":
             return "no-display"
+        self._hooks_tried_at = time.monotonic()
         try:
             self.source.start()
+        except HookError as exc:
+            log.error("input hooks could not start: %s", exc)
+            return "hook-failed"
         except Exception as exc:  # noqa: BLE001 - no permission, no display, backend error
             log.error("input hooks could not start: %s", type(exc).__name__)
             return "hook-failed"
@@ -266,7 +272,10 @@ class Agent:
         problem = None
         silent = now - self._hook_events_at > SILENT_HOOK_S
         if not self.source.alive():
-            problem = "hook-stopped"
+            if self._hook_problem != "hook-failed":
+                problem = "hook-stopped"
+            elif now - self._hooks_tried_at >= HOOK_RETRY_S:
+                problem = "hook-failed"  # try again now and then; the reason stays the same
         elif not silent:
             self._unheard_input_at = None
         elif self._unheard_input_at is not None:

@@ -177,3 +177,35 @@ def test_typing_after_a_quiet_spell_is_not_a_silent_hook(running):
     typed = running.heard()
     assert wait_for(lambda: running.heard() > typed, 20)
     assert running.states() == []
+
+
+def test_hooks_that_cannot_start_leave_the_agent_running_degraded(tmp_path):
+    """pynput's dummy backend, whose listener thread ends as it starts (as a hook the OS refuses
+    does): the agent does not hang at start; it runs, says `degraded` with the reason and what
+    to do, and tries again now and then without filling the audit log."""
+    server = XServer()
+    env = {**os.environ, "DISPLAY": server.name, "CADENCE_HOME": str(tmp_path),
+           "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring", "PYNPUT_BACKEND": "dummy"}
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "agent", "run", "--no-tray"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        def status():
+            out = subprocess.run([sys.executable, "-m", "agent", "status"], env=env,
+                                 capture_output=True, text=True, timeout=30)
+            return out.stdout
+        assert wait_for(lambda: "degraded" in status(), 20), status()
+        text = status()
+        assert "input hooks could not start" in text and "cadence doctor" in text
+        time.sleep(3)  # several ticks of the worker
+        audit = [json.loads(line) for line in
+                 (tmp_path / "logs" / "audit.jsonl").read_text().splitlines()]
+        assert [(e.get("state"), e.get("reason")) for e in audit if e["kind"] == "state"] == \
+            [("degraded", "hook-failed")]
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        server.close()
+    assert "input hooks could not start: the input listener ended as it started" in err

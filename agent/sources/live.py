@@ -19,6 +19,7 @@ from agent.keymap import KeyTracker, identify
 
 _BUTTONS = {"left": Button.LEFT, "right": Button.RIGHT, "middle": Button.MIDDLE}
 _new = tuple.__new__
+START_TIMEOUT_S = 5.0
 _DOWN, _UP, _MOVE, _NO_BUTTON = Kind.DOWN, Kind.UP, Kind.MOVE, Button.NONE
 
 
@@ -35,6 +36,26 @@ class CallbackTimer:
 
     def recent(self) -> list[int]:
         return self.samples[: min(self.count, len(self.samples))]
+
+
+class HookError(RuntimeError):
+    """An input listener could not start; the message says why and what to do."""
+
+
+def _await_ready(listener, timeout_s: float = START_TIMEOUT_S) -> None:
+    """pynput's ``wait()``, bounded: it blocks for ever when the listener's thread ends before
+    it is ready (a backend that cannot hook, an OS that refuses). macOS starts a listener it does
+    not trust to monitor input, and it hears nothing: that is refused here too."""
+    deadline = time.monotonic() + timeout_s
+    while not getattr(listener, "_ready", True):
+        if not listener.is_alive():
+            raise HookError("the input listener ended as it started")
+        if time.monotonic() > deadline:
+            raise HookError(f"the input listener was not ready within {timeout_s:g} s")
+        time.sleep(0.01)
+    if getattr(listener, "IS_TRUSTED", True) is False:
+        raise HookError("macOS does not let Cadence monitor input: allow it under System "
+                        "Settings > Privacy & Security > Input Monitoring and Accessibility")
 
 
 class LiveSource:
@@ -136,8 +157,13 @@ class LiveSource:
                                              on_scroll=self.on_scroll)
                 self._mouse.daemon = True
                 self._mouse.start()
-                self._mouse.wait()
-            self._keyboard.wait()
+            try:
+                for listener in (self._keyboard, self._mouse):
+                    if listener is not None:
+                        _await_ready(listener)
+            except HookError:
+                self._stop_listeners()
+                raise
 
     def alive(self) -> bool:
         listeners = [x for x in (self._keyboard, self._mouse) if x is not None]
@@ -150,5 +176,8 @@ class LiveSource:
     def _stop_listeners(self) -> None:
         for listener in (self._keyboard, self._mouse):
             if listener is not None:
-                listener.stop()
+                try:
+                    listener.stop()
+                except Exception:  # noqa: BLE001 - a listener that never ran cannot stop
+                    pass
         self._keyboard = self._mouse = None
