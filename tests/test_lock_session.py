@@ -482,6 +482,15 @@ def test_dbus_screensaver_lock_is_verified(x, fake_service, tmp_path):
 
 
 @needs_xvfb
+@needs_xvfb
+def test_a_method_that_fails_does_not_hold_back_the_next(x):
+    """A lock command that exits non-zero (``loginctl lock-session`` where logind cannot lock)
+    locks nothing later: the next method is tried at once, not after the verify window."""
+    started = time.monotonic()
+    assert lock._attempt("failing", ["false"], verify_timeout_s=30.0) == (False, "exit 1")
+    assert time.monotonic() - started < 10.0  # not the 30 s window
+
+
 def test_missing_locker_is_reported(x):
     result = lock.lock_session(locker_command=["no-such-locker-cadence"], verify_timeout_s=1.0)
     assert result.locked is False

@@ -74,19 +74,21 @@ def _remaining(deadline: float) -> float:
 
 def _attempt(method: str, argv: list[str], verify_timeout_s: float,
              env: dict | None = None) -> tuple[bool | None, str]:
-    """Run a short command, then verify. Returns (verified-state, note)."""
+    """Run a short command, then verify. Returns (verified-state, note). A command that
+    failed locks nothing later: its state is read once, not waited for, so the next method (and
+    the lock an injection needs at once) does not lose the whole window."""
     deadline = time.monotonic() + verify_timeout_s
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, timeout=_remaining(deadline), env=env,
                               check=False)
-        note = f"exit {done.returncode}"
     except subprocess.TimeoutExpired:
-        note = "timed out"
+        return _wait_locked(deadline), "timed out"
     except OSError as exc:
         return False, f"could not start ({type(exc).__name__})"
-    state = _wait_locked(deadline)
-    return state, note
+    if done.returncode != 0:
+        return _wait_locked(time.monotonic()), f"exit {done.returncode}"
+    return _wait_locked(deadline), "exit 0"
 
 
 # --------------------------------------------------------------------------- Linux methods
