@@ -251,7 +251,9 @@ def test_keystroke_injection_is_caught_and_locked(scenario, name, gaps):
                     15), story(agent)
     before = len(injection_entries(agent))
     learned = agent.status()["enrol_keystrokes"]
-    typer.replay(payload(gaps, hold_ms=3.0), speed=1.0)
+    # the X server keeps the payload's timing, as the injector's own clock would: a loaded CI
+    # machine must not stretch its 3 ms holds into a person's
+    typer.replay_server_timed(payload(gaps, hold_ms=3.0))
     assert wait_for(lambda: len(injection_entries(agent)) > before, 10), story(agent)
     entry = injection_entries(agent)[-1]
     assert entry["verdict"] == "injection"

@@ -7,10 +7,11 @@ from __future__ import annotations
 import struct
 import time
 
+import numpy as np
 import pytest
 from conftest import wait_for
 
-from agent.events import Button, KeyClass, Kind
+from agent.events import Button, Event, KeyClass, Kind
 from agent.sources.live import LiveSource
 from agent.sources.xrecord import InputRecorder
 
@@ -146,6 +147,43 @@ def test_records_real_input_into_a_live_source_and_stops(monkeypatch):
         server.close()  # the X server goes away: the reader ends and says why
         assert wait_for(lambda: not again.is_alive())
         assert again.error
+    finally:
+        server.close()
+
+
+def test_server_timed_replay_keeps_a_payloads_timing(monkeypatch):
+    """XTyper.replay_server_timed: the X server spaces the keys (XTest's delay), so the
+    recorded holds and gaps are the payload's, not this process's scheduling."""
+    from conftest import XServer
+    from agent.evaluation.xreplay import XTyper
+    server = XServer()
+    try:
+        monkeypatch.setenv("DISPLAY", server.name)
+        source = LiveSource()
+        rec = InputRecorder(source)
+        rec.start()
+        typer = XTyper(server.name)
+        for i in range(20):  # the reader settles its server-to-monotonic offset on first input
+            typer.move(1 + i % 2, 1)
+            time.sleep(0.02)
+        time.sleep(0.2)
+        drain(source)
+        payload, t = [], 0
+        for i, gap in enumerate([0, 40, 25, 60, 30, 50, 35, 45]):
+            t += gap * 10**6
+            cls = (KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER)[i % 2]
+            payload += [Event(t, Kind.DOWN, cls, i), Event(t + 3 * 10**6, Kind.UP, cls, i)]
+        typer.replay_server_timed(payload)
+        assert wait_for(lambda: source.queue.qsize() >= len(payload))
+        events = drain(source)
+        assert [(e.kind, e.key) for e in events] == [(e.kind, e.key) for e in payload]
+        downs = [e.t_ns for e in events if e.kind == Kind.DOWN]
+        holds = [up.t_ns - down.t_ns for down, up in zip(events[::2], events[1::2])]
+        gaps_ms = np.diff(downs) / 1e6
+        assert np.median(holds) / 1e6 <= 5 and np.all(gaps_ms >= 24)
+        assert abs(np.median(gaps_ms) - 40) <= 3
+        rec.stop()
+        typer.close()
     finally:
         server.close()
 

@@ -43,22 +43,25 @@ class XTyper:
                              for name in names] for cls, names in KEYSYMS.items()}
         self._held: dict[int, int] = {}
 
-    def _key(self, press: bool, code: int) -> None:
+    def _key(self, press: bool, code: int, delay_ms: int = 0) -> None:
+        """Fake a key event; with ``delay_ms`` the X server holds it back that long after it
+        handled this client's previous request, and nothing waits here for it."""
         self._xtest.fake_input(self.display, self._X.KeyPress if press else self._X.KeyRelease,
-                               code)
-        self.display.sync()
+                               code, time=delay_ms or self._X.CurrentTime)
+        if not delay_ms:
+            self.display.sync()
 
-    def press(self, cls: KeyClass, press_id: int) -> None:
+    def press(self, cls: KeyClass, press_id: int, delay_ms: int = 0) -> None:
         busy = set(self._held.values())
         codes = self._codes[cls]
         code = next((c for c in codes if c not in busy), codes[0])
         self._held[press_id] = code
-        self._key(True, code)
+        self._key(True, code, delay_ms)
 
-    def release(self, press_id: int) -> None:
+    def release(self, press_id: int, delay_ms: int = 0) -> None:
         code = self._held.pop(press_id, None)
         if code is not None:
-            self._key(False, code)
+            self._key(False, code, delay_ms)
 
     def type_text(self, text: str, delay_s: float = 0.12) -> None:
         """Type literal text (for privacy canaries): each character's own key."""
@@ -117,6 +120,22 @@ class XTyper:
                 self.release(e.press_id)
         for press_id in list(self._held):
             self.release(press_id)
+
+    def replay_server_timed(self, events: list[Event]) -> None:
+        """Replay key events with the X server keeping their timing (XTest's delay, whole
+        ms): as a hardware keyboard's own clock does, whatever the load on this process. For
+        machine-timed streams (an injector's payload); returns once the server has typed it."""
+        keys = [e for e in events if e.is_key]
+        previous = keys[0].t_ns if keys else 0
+        for e in keys:
+            delay_ms = round((e.t_ns - previous) / 1e6)
+            if e.kind == Kind.DOWN and not e.repeat:
+                self.press(e.key, e.press_id, delay_ms)
+                previous = e.t_ns
+            elif e.kind == Kind.UP and e.press_id in self._held:
+                self.release(e.press_id, delay_ms)
+                previous = e.t_ns
+        self.display.sync()
 
     def close(self) -> None:
         for press_id in list(self._held):
