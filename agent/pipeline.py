@@ -211,7 +211,9 @@ class Pipeline:
         if profile is None:
             return None
         return decision.thresholds_from_calibration(profile.keystroke.calibration,
-                                                    self.trust_policy)
+                                                    self.trust_policy,
+                                                    legacy=profile.keystroke.legacy,
+                                                    drift=profile.keystroke.drift)
 
     def _trim(self, keys: int) -> None:
         """Keep the events of the last ``keys`` keystrokes (plus their pending releases)."""

@@ -206,3 +206,29 @@ def test_stream_table_concatenates_sessions_in_order(aalto_dir):
     table = continuous.stream_table(person.sessions[-5:])
     assert len(table) == sum(len(keystrokes(s)) for s in person.sessions[-5:])
     assert np.all(np.diff(table[:, 0]) >= 0)
+
+
+def test_a_legacy_profile_keeps_its_old_tolerance():
+    calibration = [0.6, 0.7, 0.8]
+    new = decision.thresholds_from_calibration(calibration)
+    old = decision.thresholds_from_calibration(calibration, legacy=True)
+    assert old.reference == pytest.approx(new.reference + decision.LEGACY_REFERENCE_OFFSET)
+    assert old.adapt_below == new.adapt_below
+    assert decision.TrustPolicy().tolerance + decision.LEGACY_REFERENCE_OFFSET == \
+        pytest.approx(0.5)
+
+
+def test_enrolment_drift_widens_the_reference_only_beyond_the_dead_zone():
+    calibration = [0.6, 0.7, 0.8]
+    policy = decision.TrustPolicy()
+    plain = decision.thresholds_from_calibration(calibration, policy)
+    for drift in (-0.5, 0.0, policy.drift_dead_zone):
+        assert decision.thresholds_from_calibration(calibration, policy, drift=drift) == plain
+    wide = decision.thresholds_from_calibration(calibration, policy,
+                                                drift=policy.drift_dead_zone + 0.4)
+    assert wide.reference == pytest.approx(plain.reference + 0.4)
+    assert wide.adapt_below == plain.adapt_below  # what may train the profile does not widen
+    with pytest.raises(ValueError, match="drift"):
+        decision.thresholds_from_calibration(calibration, policy, drift=float("nan"))
+    with pytest.raises(ValueError, match="drift_dead_zone"):
+        decision.TrustPolicy(drift_dead_zone=-0.1)

@@ -135,6 +135,56 @@ def test_profiles_saved_before_the_correction_keep_scoring_as_they_were_calibrat
                                det.decision_function(windows), rtol=0, atol=1e-12)
 
 
+def test_overdispersion_caps_long_window_evidence_and_barely_moves_short_windows():
+    """The session-to-session spread of a cell's mean position: a long window's z stops growing
+    like sqrt(n), a short window's scores about the same."""
+    rng = np.random.default_rng(6)
+    windows = np.array([ks.window_vector(s) for s in person(rng, 100, 200, n=60, sessions=8)])
+    plain = RankShift(overdispersion=(0.0, 0.0)).fit(windows[:4])
+    new = RankShift().fit(windows[:4])
+    long_window = windows[4:].sum(axis=0)[None, :]
+    assert new.decision_function(long_window)[0] < plain.decision_function(long_window)[0]
+    ratio = new.decision_function(windows[4:]) / plain.decision_function(windows[4:])
+    assert np.all((ratio > 0.8) & (ratio <= 1.0))
+
+
+def test_profiles_saved_before_overdispersion_keep_scoring_as_they_were_calibrated():
+    rng = np.random.default_rng(7)
+    windows = np.array([ks.window_vector(s) for s in person(rng, 100, 200, sessions=5)])
+    det = RankShift(overdispersion=(0.0, 0.0)).fit(windows[:4])
+    data = json.loads(Profile(KeystrokeModel.from_detector(det)).to_json())
+    for key in ("overdispersion_hold", "overdispersion_flight"):  # as an older agent wrote it
+        del data["keystroke"]["params"][key]
+    restored = Profile.from_json(json.dumps(data).encode()).keystroke
+    assert restored.overdispersion == (0.0, 0.0) and restored.legacy
+    assert not KeystrokeModel.from_detector(RankShift().fit(windows[:4])).legacy
+    np.testing.assert_allclose(restored.score(windows, cell_weights()),
+                               det.decision_function(windows), rtol=0, atol=1e-12)
+
+
+def test_enrolment_drift_is_small_for_a_steady_typist_and_large_for_one_who_speeds_up():
+    rng = np.random.default_rng(8)
+    steady = np.array([ks.window_vector(s) for s in person(rng, 100, 200, sessions=10)])
+    drifting = np.array([ks.window_vector(s)
+                         for i in range(10) for s in person(rng, 100 * 1.06 ** i,
+                                                            200 * 0.94 ** i, sessions=1)])
+    calm, moved = RankShift().fit(steady).drift_, RankShift().fit(drifting).drift_
+    assert abs(calm) < 0.5 and moved > 1.0  # over 20 seeds: |calm| <= 0.38, moved >= 1.42
+    # the same windows in another order carry no trend
+    assert RankShift().fit(drifting[rng.permutation(10)]).drift_ < moved
+    assert RankShift().fit(steady[:3]).drift_ == 0.0
+
+
+def test_profiles_keep_their_drift_and_older_ones_have_none():
+    rng = np.random.default_rng(9)
+    windows = np.array([ks.window_vector(s) for s in person(rng, 100, 200, sessions=6)])
+    model = KeystrokeModel.from_detector(RankShift().fit(windows))
+    data = json.loads(Profile(model).to_json())
+    assert Profile.from_json(json.dumps(data).encode()).keystroke.drift == model.drift != 0.0
+    del data["keystroke"]["drift"]  # as an older agent wrote it
+    assert Profile.from_json(json.dumps(data).encode()).keystroke.drift == 0.0
+
+
 def test_detector_rejects_wrong_shapes_and_negative_counts():
     with pytest.raises(ValueError, match="histogram counts"):
         RankShift().fit(np.zeros((3, 7)))
@@ -159,8 +209,9 @@ def test_profile_holds_only_numbers():
         return [x] if isinstance(x, str) else []
 
     assert set(strings(data)) <= {"format", "version", "keystroke", "windows", "threshold",
-                                  "calibration", "params", "min_support", "count_power",
-                                  "z_cap", "finite_reference", "shape", "counts",
+                                  "calibration", "drift", "params", "min_support", "count_power",
+                                  "z_cap", "finite_reference", "overdispersion_hold",
+                                  "overdispersion_flight", "shape", "counts",
                                   "cadence-profile"}
 
 
@@ -168,11 +219,15 @@ def test_profile_holds_only_numbers():
     (lambda d: d.update(version=99), "version 99"),
     (lambda d: d.update(format="other"), "not a Cadence profile"),
     (lambda d: d["keystroke"].update(threshold="x"), "not a number"),
+    (lambda d: d["keystroke"].update(drift="x"), "not a number"),
+    (lambda d: d["keystroke"].update(drift=float("nan")), "not a number"),
     (lambda d: d["keystroke"]["counts"].append([10 ** 9, 1.0]), "invalid count"),
     (lambda d: d["keystroke"]["counts"].append([0, -1.0]), "invalid count"),
     (lambda d: d["keystroke"].pop("calibration"), "incomplete"),
     (lambda d: d["keystroke"].update(shape=[1, 2]), "incompatible"),
     (lambda d: d["keystroke"]["params"].update(finite_reference=2), "invalid setting"),
+    (lambda d: d["keystroke"]["params"].update(overdispersion_hold=-0.1), "invalid setting"),
+    (lambda d: d["keystroke"]["params"].update(overdispersion_flight="x"), "invalid setting"),
 ])
 def test_malformed_profiles_are_refused_with_a_clear_message(mutate, message):
     data = json.loads(profile_blob())

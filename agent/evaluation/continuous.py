@@ -107,7 +107,9 @@ def evaluate(people: list[UserSessions], enrol: int = 10, seed: int = 0,
     missed = false_locks = genuine_keystrokes = users_false_locked = 0
     for i, person in enumerate(eligible):
         model = enrol_model(person.sessions[:enrol])
-        thresholds = decision.thresholds_from_calibration(model.calibration, policy)
+        thresholds = decision.thresholds_from_calibration(model.calibration, policy,
+                                                          legacy=model.legacy,
+                                                          drift=model.drift)
         genuine = stream_table(person.sessions[-TEST_SESSIONS:])
         locks = run_stream(model, weights, genuine, thresholds, policy, window, False)
         false_locks += len(locks)

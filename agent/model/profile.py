@@ -34,7 +34,9 @@ class KeystrokeModel:
     """A user's keystroke model: enrolment timing counts plus its calibration.
 
     ``calibration`` holds the leave-one-window-out scores of the enrolment windows (sorted);
-    ``threshold`` the score above which a window is an outlier for this user.
+    ``threshold`` the score above which a window is an outlier for this user; ``drift`` how far
+    their typing moved across enrolment (:func:`agent.model.detector.enrolment_drift`; 0 in a
+    profile saved before it, which then keeps the thresholds it had).
     """
 
     counts: np.ndarray
@@ -45,6 +47,8 @@ class KeystrokeModel:
     count_power: float = 0.25
     z_cap: float = 8.0
     finite_reference: bool = True  # False: a profile saved before the Mann-Whitney correction
+    overdispersion: tuple = (0.0, 0.0)  # (hold, flight); (0, 0): a profile saved before it
+    drift: float = 0.0
     _table: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -55,7 +59,9 @@ class KeystrokeModel:
                    threshold=float(detector.threshold_),
                    calibration=np.sort(np.asarray(detector.decision_scores_, dtype=float)),
                    min_support=detector.min_support, count_power=detector.count_power,
-                   z_cap=detector.z_cap, finite_reference=detector.finite_reference)
+                   z_cap=detector.z_cap, finite_reference=detector.finite_reference,
+                   overdispersion=tuple(float(v) for v in detector.overdispersion),
+                   drift=float(getattr(detector, "drift_", 0.0)))
 
     def score(self, X: np.ndarray, cell_weights: np.ndarray) -> np.ndarray:
         """Scores of windows (numpy only; equal to the pyod detector's)."""
@@ -63,7 +69,13 @@ class KeystrokeModel:
             self._table = rank_table(self.counts)
         return rank_scores(*self._table, cell_weights, X, min_support=self.min_support,
                            count_power=self.count_power, z_cap=self.z_cap,
-                           finite_reference=self.finite_reference)
+                           finite_reference=self.finite_reference,
+                           overdispersion=self.overdispersion)
+
+    @property
+    def legacy(self) -> bool:
+        """Saved before the overdispersion term: scored without it, as it was calibrated."""
+        return not any(self.overdispersion)
 
     def to_dict(self) -> dict:
         nonzero = np.flatnonzero(self.counts)
@@ -71,8 +83,11 @@ class KeystrokeModel:
             "windows": self.windows,
             "threshold": self.threshold,
             "calibration": [float(x) for x in self.calibration],
+            "drift": float(self.drift),
             "params": {"min_support": self.min_support, "count_power": self.count_power,
-                       "z_cap": self.z_cap, "finite_reference": int(self.finite_reference)},
+                       "z_cap": self.z_cap, "finite_reference": int(self.finite_reference),
+                       "overdispersion_hold": float(self.overdispersion[0]),
+                       "overdispersion_flight": float(self.overdispersion[1])},
             "shape": [N_CELLS, N_BINS],
             "counts": [[int(i), float(self.counts[i])] for i in nonzero],
         }
@@ -90,10 +105,14 @@ class KeystrokeModel:
                 raise ProfileError("the keystroke model holds an invalid count; re-enrol")
             counts[index] = value
         params = data["params"]
-        values = [data["threshold"], *data["calibration"], *params.values()]
+        drift = data.get("drift", 0.0)  # absent from profiles saved before it: no widening
+        values = [data["threshold"], *data["calibration"], drift, *params.values()]
         # absent from profiles saved before it existed: they were calibrated without it
         finite_reference = params.get("finite_reference", 0)
-        if finite_reference not in (0, 1):
+        overdispersion = (params.get("overdispersion_hold", 0.0),
+                          params.get("overdispersion_flight", 0.0))
+        if finite_reference not in (0, 1) or not all(_number(v) and 0 <= v < 1
+                                                     for v in overdispersion):
             raise ProfileError("the keystroke model holds an invalid setting; re-enrol")
         if not all(_number(v) for v in values) or not isinstance(data["windows"], int):
             raise ProfileError("the keystroke model holds a value that is not a number; re-enrol")
@@ -101,7 +120,9 @@ class KeystrokeModel:
                    calibration=np.array(data["calibration"], dtype=float),
                    min_support=int(params["min_support"]),
                    count_power=float(params["count_power"]), z_cap=float(params["z_cap"]),
-                   finite_reference=bool(finite_reference))
+                   finite_reference=bool(finite_reference),
+                   overdispersion=tuple(float(v) for v in overdispersion),
+                   drift=float(drift))
 
 
 def _number(value) -> bool:
