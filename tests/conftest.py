@@ -67,6 +67,20 @@ def XServer(size: str = "1280x800x24", first: int = 60):
     return Xvfb(size, first)
 
 
+def stop_agent(proc) -> None:
+    """Stop an agent started with ``start_new_session`` as its service manager would: SIGTERM,
+    then, if it has not exited within 20 s, SIGKILL to its whole process group."""
+    import signal
+    import subprocess
+    from agent.evaluation.xreplay import kill_group
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+
+
 @pytest.fixture(scope="module")
 def xserver():
     server = XServer()

@@ -17,7 +17,7 @@ import threading
 import time
 
 import pytest
-from conftest import XServer, wait_for
+from conftest import XServer, stop_agent, wait_for
 
 from agent.evaluation.xreplay import XTyper
 from agent.events import KeyClass
@@ -117,13 +117,7 @@ class Running:
         self.done.set()
         self.thread.join(5)
         self.typer.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_agent(self.proc)
 
 
 @pytest.fixture

@@ -93,8 +93,9 @@ def drain(source: LiveSource) -> list:
     return out
 
 
-def test_records_real_input_into_a_live_source_and_stops(monkeypatch):
-    from Xlib import XK
+@pytest.fixture
+def recording(monkeypatch):
+    """A fresh Xvfb, a LiveSource fed by a started InputRecorder, and an XTest typer."""
     from conftest import XServer
     from agent.evaluation.xreplay import XTyper
     server = XServer()
@@ -103,89 +104,84 @@ def test_records_real_input_into_a_live_source_and_stops(monkeypatch):
         source = LiveSource()
         rec = InputRecorder(source)
         rec.start()
-        typer = XTyper(server.name)
-        code = {name: typer.display.keysym_to_keycode(XK.string_to_keysym(name))
-                for name in ("a", "1", "Shift_L", "Return")}
-        started = time.monotonic_ns()
-        for name in ("a", "Shift_L", "1"):
-            typer._key(True, code[name])
-        for name in ("1", "Shift_L", "a"):
-            typer._key(False, code[name])
-        typer._key(True, code["Return"])
-        typer._key(False, code["Return"])
-        typer.move(100, 200)
-        typer.button(1, True)
-        typer.button(1, False)
-        typer.button(5, True)
-        typer.button(5, False)
-        assert wait_for(lambda: source.queue.qsize() >= 12), source.queue.qsize()
-        events = drain(source)
-        keys = [(e.kind, e.key) for e in events if e.is_key]
-        assert keys == [(Kind.DOWN, KeyClass.LEFT_LETTER), (Kind.DOWN, KeyClass.MODIFIER),
-                        (Kind.DOWN, KeyClass.PUNCTUATION), (Kind.UP, KeyClass.PUNCTUATION),
-                        (Kind.UP, KeyClass.MODIFIER), (Kind.UP, KeyClass.LEFT_LETTER),
-                        (Kind.DOWN, KeyClass.ENTER), (Kind.UP, KeyClass.ENTER)]
-        downs = {e.press_id for e in events if e.kind == Kind.DOWN}
-        assert downs == {e.press_id for e in events if e.kind == Kind.UP}  # each release paired
-        pointer = [(e.kind, e.x, e.y, e.button) for e in events if not e.is_key]
-        assert pointer == [(Kind.MOVE, 100, 200, Button.NONE),
-                           (Kind.PRESS, 100, 200, Button.LEFT),
-                           (Kind.RELEASE, 100, 200, Button.LEFT),
-                           (Kind.SCROLL, 100, 200, Button.NONE)]
-        times = [e.t_ns for e in events]
-        assert times == sorted(times) and started - 10**7 <= times[0] <= time.monotonic_ns()
-        assert rec.is_alive()
-        rec.stop()
-        assert not rec.is_alive() and rec.error is None
-        typer.move(1, 1)
-        time.sleep(0.2)
-        assert source.queue.empty()  # nothing after stop
-        typer.close()
-
-        again = InputRecorder(LiveSource())  # the context was freed: a new one starts cleanly
-        again.start()
-        server.close()  # the X server goes away: the reader ends and says why
-        assert wait_for(lambda: not again.is_alive())
-        assert again.error
+        yield server, source, rec, XTyper(server.name)
     finally:
         server.close()
 
 
-def test_server_timed_replay_keeps_a_payloads_timing(monkeypatch):
+def test_records_real_input_into_a_live_source_and_stops(recording):
+    from Xlib import XK
+    server, source, rec, typer = recording
+    code = {name: typer.display.keysym_to_keycode(XK.string_to_keysym(name))
+            for name in ("a", "1", "Shift_L", "Return")}
+    started = time.monotonic_ns()
+    for name in ("a", "Shift_L", "1"):
+        typer._key(True, code[name])
+    for name in ("1", "Shift_L", "a"):
+        typer._key(False, code[name])
+    typer._key(True, code["Return"])
+    typer._key(False, code["Return"])
+    typer.move(100, 200)
+    typer.button(1, True)
+    typer.button(1, False)
+    typer.button(5, True)
+    typer.button(5, False)
+    assert wait_for(lambda: source.queue.qsize() >= 12), source.queue.qsize()
+    events = drain(source)
+    keys = [(e.kind, e.key) for e in events if e.is_key]
+    assert keys == [(Kind.DOWN, KeyClass.LEFT_LETTER), (Kind.DOWN, KeyClass.MODIFIER),
+                    (Kind.DOWN, KeyClass.PUNCTUATION), (Kind.UP, KeyClass.PUNCTUATION),
+                    (Kind.UP, KeyClass.MODIFIER), (Kind.UP, KeyClass.LEFT_LETTER),
+                    (Kind.DOWN, KeyClass.ENTER), (Kind.UP, KeyClass.ENTER)]
+    downs = {e.press_id for e in events if e.kind == Kind.DOWN}
+    assert downs == {e.press_id for e in events if e.kind == Kind.UP}  # each release paired
+    pointer = [(e.kind, e.x, e.y, e.button) for e in events if not e.is_key]
+    assert pointer == [(Kind.MOVE, 100, 200, Button.NONE),
+                       (Kind.PRESS, 100, 200, Button.LEFT),
+                       (Kind.RELEASE, 100, 200, Button.LEFT),
+                       (Kind.SCROLL, 100, 200, Button.NONE)]
+    times = [e.t_ns for e in events]
+    assert times == sorted(times) and started - 10**7 <= times[0] <= time.monotonic_ns()
+    assert rec.is_alive()
+    rec.stop()
+    assert not rec.is_alive() and rec.error is None
+    typer.move(1, 1)
+    time.sleep(0.2)
+    assert source.queue.empty()  # nothing after stop
+    typer.close()
+
+    again = InputRecorder(LiveSource())  # the context was freed: a new one starts cleanly
+    again.start()
+    server.close()  # the X server goes away: the reader ends and says why
+    assert wait_for(lambda: not again.is_alive())
+    assert again.error
+
+
+def test_server_timed_replay_keeps_a_payloads_timing(recording):
     """XTyper.replay_server_timed: the X server spaces the keys (XTest's delay), so the
     recorded holds and gaps are the payload's, not this process's scheduling."""
-    from conftest import XServer
-    from agent.evaluation.xreplay import XTyper
-    server = XServer()
-    try:
-        monkeypatch.setenv("DISPLAY", server.name)
-        source = LiveSource()
-        rec = InputRecorder(source)
-        rec.start()
-        typer = XTyper(server.name)
-        for i in range(20):  # the reader settles its server-to-monotonic offset on first input
-            typer.move(1 + i % 2, 1)
-            time.sleep(0.02)
-        time.sleep(0.2)
-        drain(source)
-        payload, t = [], 0
-        for i, gap in enumerate([0, 40, 25, 60, 30, 50, 35, 45]):
-            t += gap * 10**6
-            cls = (KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER)[i % 2]
-            payload += [Event(t, Kind.DOWN, cls, i), Event(t + 3 * 10**6, Kind.UP, cls, i)]
-        typer.replay_server_timed(payload)
-        assert wait_for(lambda: source.queue.qsize() >= len(payload))
-        events = drain(source)
-        assert [(e.kind, e.key) for e in events] == [(e.kind, e.key) for e in payload]
-        downs = [e.t_ns for e in events if e.kind == Kind.DOWN]
-        holds = [up.t_ns - down.t_ns for down, up in zip(events[::2], events[1::2])]
-        gaps_ms = np.diff(downs) / 1e6
-        assert np.median(holds) / 1e6 <= 5 and np.all(gaps_ms >= 24)
-        assert abs(np.median(gaps_ms) - 40) <= 3
-        rec.stop()
-        typer.close()
-    finally:
-        server.close()
+    _, source, rec, typer = recording
+    for i in range(20):  # the reader settles its server-to-monotonic offset on first input
+        typer.move(1 + i % 2, 1)
+        time.sleep(0.02)
+    time.sleep(0.2)
+    drain(source)
+    payload, t = [], 0
+    for i, gap in enumerate([0, 40, 25, 60, 30, 50, 35, 45]):
+        t += gap * 10**6
+        cls = (KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER)[i % 2]
+        payload += [Event(t, Kind.DOWN, cls, i), Event(t + 3 * 10**6, Kind.UP, cls, i)]
+    typer.replay_server_timed(payload)
+    assert wait_for(lambda: source.queue.qsize() >= len(payload))
+    events = drain(source)
+    assert [(e.kind, e.key) for e in events] == [(e.kind, e.key) for e in payload]
+    downs = [e.t_ns for e in events if e.kind == Kind.DOWN]
+    holds = [up.t_ns - down.t_ns for down, up in zip(events[::2], events[1::2])]
+    gaps_ms = np.diff(downs) / 1e6
+    assert np.median(holds) / 1e6 <= 5 and np.all(gaps_ms >= 24)
+    assert abs(np.median(gaps_ms) - 40) <= 3
+    rec.stop()
+    typer.close()
 
 
 def test_no_display_raises_at_start(monkeypatch):
