@@ -106,8 +106,11 @@ def cmd_run(args) -> int:
         # exit 0: a login item or LaunchAgent (KeepAlive on failure) must not restart-loop
         print(f"cadence: {exc}", file=sys.stderr)
         return 0
+    import faulthandler
     import signal
     signal.signal(signal.SIGTERM, lambda *_: (tray.stop() if tray else agent.stopping.set()))
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: where every thread is, on stderr
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # code lines only, no data
     try:
         if tray is not None:
             tray.run(lambda: None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -133,12 +134,16 @@ def test_learns_the_user_then_protects(scenario):
     before = scenario["tray"].picture()
     typer.type_text(CANARY)  # typed while learning: goes through the whole enrolment path
     sessions = scenario["genuine"].sessions
+    heard = []
     for used, session in enumerate(sessions[:12], start=1):
         typer.replay(session, speed=SPEED)
-        if agent.status().get("state") == "protecting":
+        status = agent.status()
+        if status.get("state") == "protecting":
             break
+        heard.append(status.get("enrol_keystrokes"))
+        assert heard[-3:] != [heard[-1]] * 3, f"learning stalled at {heard}\n{story(agent)}"
     scenario["enrolled_on"] = used
-    assert wait_for(lambda: agent.status().get("state") == "protecting", 30), agent.status()
+    assert wait_for(lambda: agent.status().get("state") == "protecting", 30), story(agent)
     assert wait_for(lambda: scenario["tray"].picture() != before, 10), \
         "the tray icon did not change with the state"
     kinds = [entry["kind"] for entry in agent.audit()]
@@ -222,12 +227,16 @@ def payload(gap_ms, hold_ms, keys=60, seed=0):
 
 def story(agent) -> str:
     """What the agent did lately, for a failing assertion's message: its last audit entries
-    (numbers and states only) and the end of its own log."""
+    (numbers and states only), its status, and the end of its own log with where each of its
+    threads is (SIGUSR1: faulthandler)."""
+    if agent.proc is not None and agent.proc.poll() is None:
+        agent.proc.send_signal(signal.SIGUSR1)
+        time.sleep(1)
     keep = ("kind", "state", "reason", "verdict", "rule", "keys_observed", "method", "locked")
     entries = [{k: e[k] for k in keep if k in e} for e in agent.audit()[-12:]]
     log = agent.home / "agent-stderr.log"
-    tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
-    return "\n".join(["audit:", *map(str, entries), "log:", *tail])
+    tail = log.read_text(errors="replace").splitlines()[-80:] if log.exists() else []
+    return "\n".join(["audit:", *map(str, entries), f"status: {agent.status()}", "log:", *tail])
 
 
 def injection_entries(agent):
