@@ -2,12 +2,14 @@
 
 The icon's picture and tooltip show the state; the menu offers status, pause (if policy
 allows), the audit log, about, and quit (if policy allows). ``Icon.run`` owns the main thread
-(macOS requires it); everything else runs on other threads and calls :meth:`Tray.show`.
+(macOS requires it). Other threads call :meth:`Tray.show`, which only hands the status over:
+a painter thread of the tray's own updates the icon, so the agent never waits for the desktop.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +18,8 @@ from functools import lru_cache
 from PIL import Image, ImageDraw
 
 log = logging.getLogger(__name__)
+
+X_CALL_TIMEOUT_S = 5.0  # the longest the painter waits for the X icon's main loop
 
 COLOURS = {
     "learning": (66, 133, 244), "protecting": (52, 168, 83), "alert": (251, 188, 5),
@@ -78,6 +82,10 @@ class Tray:
         self._pystray = pystray
         self.actions = actions
         self._shown: tuple | None = None
+        self._changed = threading.Condition()
+        self._painting = False   # the painter thread runs (from run() on)
+        self._dirty = self._force = self._stopped = False
+        self._x: _XorgCalls | None = None
         items = [pystray.MenuItem(lambda _: tooltip(self._status), None, enabled=False),
                  pystray.MenuItem("Show status", self._do("status"))]
         if managed:
@@ -104,13 +112,47 @@ class Tray:
         return handler
 
     def show(self, status: dict) -> None:
-        """Update picture and tooltip (any thread); cheap when nothing visible changed."""
-        self._status = status
+        """Show this status (any thread; never waits for the desktop). Before the icon runs it
+        is set at once; then the painter thread draws the newest status it has been given."""
+        with self._changed:
+            self._status = status
+            if self._painting:
+                self._dirty = True
+                self._changed.notify()
+                return
+        self._paint(status)
+
+    def redraw(self) -> None:
+        """Draw the icon again, changed or not (it docks in a tray that appeared since)."""
+        with self._changed:
+            self._dirty = self._force = True
+            self._changed.notify()
+
+    def _painter(self) -> None:
+        while True:
+            with self._changed:
+                while not self._dirty and not self._stopped:
+                    self._changed.wait()  # nothing to show, no wake-ups
+                if self._stopped:
+                    return
+                status, force = self._status, self._force
+                self._dirty = self._force = False
+            try:
+                self._paint(status, force)
+            except Exception:  # noqa: BLE001 - a broken tray must not stop the painter
+                log.error("the tray icon could not be updated", exc_info=True)
+
+    def _paint(self, status: dict, force: bool = False) -> None:
+        """Update picture and tooltip; nothing when nothing visible changed."""
         key = (status.get("state"), status.get("progress", 0) // 5, status.get("reason"))
-        if key == self._shown:
+        if key == self._shown and not force:
             return
         self._shown = key
-        self.icon.icon = icon_image(status.get("state", "error"), int(status.get("progress", 0)))
+        image = icon_image(status.get("state", "error"), int(status.get("progress", 0)))
+        if self._x is not None:
+            self._x.update(image, tooltip(status))
+            return
+        self.icon.icon = image
         self.icon.title = tooltip(status)
         try:
             self.icon.update_menu()
@@ -126,32 +168,82 @@ class Tray:
     def run(self, setup: Callable[[], None]) -> None:
         """Run the icon on this (main) thread; ``setup`` starts the agent beside it."""
         def _setup(icon):
-            # pystray's X backend lets setup run before it names its main-loop thread; showing
-            # the icon in that gap raises AttributeError and the icon would never dock.
-            for _ in range(100):
-                try:
-                    icon.visible = True
-                    break
-                except AttributeError:
-                    time.sleep(0.02)
-            self._shown = None  # what the agent published before the icon was visible
-            self.show(self._status)
             if type(icon).__module__ == "pystray._xorg":
-                threading.Thread(target=_redock_on_new_tray, args=(icon,), daemon=True,
+                self._x = _XorgCalls(icon)
+                self._x.show()
+                threading.Thread(target=_redock_on_new_tray, args=(self,), daemon=True,
                                  name="cadence-tray-manager").start()
+            else:
+                icon.visible = True
+            with self._changed:  # what the agent published before the icon was visible
+                self._painting = self._dirty = self._force = True
+            threading.Thread(target=self._painter, daemon=True, name="cadence-tray").start()
             setup()
         self.icon.run(setup=_setup)
 
     def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify()
         self.icon.stop()
 
 
-def _redock_on_new_tray(icon) -> None:
+class _XorgCalls:
+    """pystray's X backend has an update run by its main loop: the calling thread sends the
+    icon's window a client message on the icon's own X connection and waits for the loop's
+    answer. python-xlib then deadlocks both threads when the loop's round trip meets the
+    caller's flush (a thread showing states in a row froze the icon, and with it the agent's
+    worker, within seconds: tests/test_tray.py). Here the same messages go out on a connection
+    of our own, so the icon's connection is used by its main loop alone; and the wait for an
+    answer is bounded. (The loop names its thread late, so this also never needs it.)"""
+
+    def __init__(self, icon) -> None:
+        from Xlib import display as xdisplay
+        self.icon = icon
+        self.display = xdisplay.Display()
+        self.window = self.display.create_resource_object("window", icon._window.id)
+        self._late = False
+
+    def call(self, method: str) -> None:
+        """Have the icon's main loop run pystray's ``method`` (its message: _PYSTRAY_ and the
+        method's name in capitals) and wait, at most X_CALL_TIMEOUT_S, for it to finish."""
+        from Xlib import X
+        from Xlib.protocol import event
+        atom = self.display.intern_atom(f"_PYSTRAY_{method.upper()}")
+        self.window.send_event(event.ClientMessage(window=self.window, client_type=atom,
+                                                   data=(32, (X.CurrentTime, 0, 0, 0, 0))),
+                               event_mask=X.NoEventMask)
+        self.display.flush()
+        try:
+            result = self.icon._queue.get(timeout=X_CALL_TIMEOUT_S)
+        except queue.Empty:
+            if not self._late:
+                log.error("the tray icon's X main loop did not answer within %g s",
+                          X_CALL_TIMEOUT_S)
+            self._late = True  # its answer, when it comes, is taken by the next call
+            return
+        if result is not True:
+            log.error("the tray icon could not be updated", exc_info=result)
+
+    def show(self) -> None:
+        self.call("_update_icon")
+        self.call("_show")
+        self.icon._visible = True
+
+    def update(self, image: Image.Image, title: str) -> None:
+        self.icon._icon, self.icon._icon_valid = image, False
+        self.call("_update_icon")
+        if title != self.icon._title:
+            self.icon._title = title
+            self.call("_update_title")
+
+
+def _redock_on_new_tray(tray: Tray) -> None:
     """pystray's X backend docks when the icon is shown or redrawn, never again: a panel that
     starts after the agent (autostart races it at login) or restarts would leave the icon
     undocked for good. A new tray announces itself (freedesktop system tray spec: a MANAGER
-    client message to the root window, naming its selection); on each, redraw the same icon,
-    which docks it. Blocks on X events, so it costs no wake-ups."""
+    client message to the root window, naming its selection); on each, redraw the icon, which
+    docks it. Blocks on X events, so it costs no wake-ups."""
     try:
         from Xlib import X, display as xdisplay
 
@@ -162,8 +254,8 @@ def _redock_on_new_tray(icon) -> None:
         while True:
             event = d.next_event()
             if (event.type == X.ClientMessage and event.client_type == manager
-                    and event.data[1][1] == selection and icon.visible):
+                    and event.data[1][1] == selection):
                 log.info("a system tray appeared: docking the icon")
-                icon.icon = icon.icon
+                tray.redraw()
     except Exception:  # noqa: BLE001 - the X server went away: the agent goes on without it
         log.debug("tray watcher stopped", exc_info=True)

@@ -1,10 +1,13 @@
 """The tray view: pictures per state, tooltip, menu entries that follow the policy."""
 
 import time
+from pathlib import Path
 
 import pytest
 
 from agent.tray import COLOURS, Tray, icon_image, tooltip
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("size", [16, 24, 32, 64])
@@ -112,6 +115,68 @@ def test_icon_docks_even_when_setup_runs_before_the_x_main_loop_names_its_thread
         out = subprocess.run([sys.executable, "-c", DOCK_SCRIPT, server.name], env=env,
                              capture_output=True, text=True, timeout=60)
         assert out.stdout.strip() == "docked", out.stderr[-2000:]
+    finally:
+        server.close()
+
+
+BUSY_SCRIPT = """
+import os, sys, threading, time
+from agent.evaluation.xreplay import TrayHost
+from agent.tray import Tray, tooltip
+sys.path.insert(0, "tests")
+from test_tray import _icon_docked
+name, seconds = sys.argv[1], float(sys.argv[2])
+host = TrayHost(name)
+tray = Tray({}, allow_pause=False, allow_quit=True)
+final = {"state": "locked", "reason": "impostor"}
+
+def agent():  # the agent's worker: shows every status it has, as fast as it can
+    time.sleep(1)
+    end, progress = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        tray.show({"state": "learning", "progress": progress % 100})
+        progress += 5
+    tray.show(final)
+
+def watch():
+    worker = threading.Thread(target=agent, daemon=True)
+    worker.start()
+    worker.join(seconds + 5)
+    deadline = time.monotonic() + 10
+    while not worker.is_alive() and time.monotonic() < deadline:
+        if _icon_docked(name, tooltip(final)):
+            print("shown", flush=True)
+            break
+        time.sleep(0.1)
+    else:
+        print("worker blocked" if worker.is_alive() else "icon stale", flush=True)
+    host.close()
+    os._exit(0)
+
+threading.Thread(target=watch, daemon=True).start()
+tray.run(lambda: None)
+"""
+
+
+def test_a_busy_agent_never_waits_for_the_icon_and_the_icon_keeps_up():
+    """pystray's X backend, updated from another thread, deadlocked inside python-xlib within
+    seconds of back-to-back updates: the agent's worker hung in ``show`` (its learning stalled
+    in CI) and the icon froze. With a real tray host, a thread showing states for 10 s must
+    never block, and the icon must end up showing the last state."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    if not shutil.which("trayer"):
+        pytest.skip("needs trayer (CI installs it)")
+    from conftest import XServer
+    server = XServer()
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "PYSTRAY_BACKEND"}
+        env["DISPLAY"] = server.name
+        out = subprocess.run([sys.executable, "-c", BUSY_SCRIPT, server.name, "10"], env=env,
+                             capture_output=True, text=True, timeout=90, cwd=REPO)
+        assert out.stdout.strip() == "shown", out.stdout + out.stderr[-2000:]
     finally:
         server.close()
 
