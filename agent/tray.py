@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -140,7 +139,7 @@ class Tray:
             try:
                 self._paint(status, force)
             except Exception:  # noqa: BLE001 - a broken tray must not stop the painter
-                log.error("the tray icon could not be updated", exc_info=True)
+                log.exception("the tray icon could not be updated")
 
     def _paint(self, status: dict, force: bool = False) -> None:
         """Update picture and tooltip; nothing when nothing visible changed."""
@@ -169,7 +168,11 @@ class Tray:
         """Run the icon on this (main) thread; ``setup`` starts the agent beside it."""
         def _setup(icon):
             if type(icon).__module__ == "pystray._xorg":
-                self._x = _XorgCalls(icon)
+                try:
+                    self._x = _XorgCalls(icon)
+                except Exception:  # noqa: BLE001 - no second X connection: pystray's own way
+                    log.exception("the tray cannot open its X connection")
+            if self._x is not None:
                 self._x.show()
                 threading.Thread(target=_redock_on_new_tray, args=(self,), daemon=True,
                                  name="cadence-tray-manager").start()
@@ -202,6 +205,7 @@ class _XorgCalls:
         self.icon = icon
         self.display = xdisplay.Display()
         self.window = self.display.create_resource_object("window", icon._window.id)
+        self._atoms: dict[str, int] = {}
         self._late = False
 
     def call(self, method: str) -> None:
@@ -209,7 +213,9 @@ class _XorgCalls:
         method's name in capitals) and wait, at most X_CALL_TIMEOUT_S, for it to finish."""
         from Xlib import X
         from Xlib.protocol import event
-        atom = self.display.intern_atom(f"_PYSTRAY_{method.upper()}")
+        atom = self._atoms.get(method)
+        if atom is None:
+            atom = self._atoms[method] = self.display.intern_atom(f"_PYSTRAY_{method.upper()}")
         self.window.send_event(event.ClientMessage(window=self.window, client_type=atom,
                                                    data=(32, (X.CurrentTime, 0, 0, 0, 0))),
                                event_mask=X.NoEventMask)
