@@ -61,6 +61,9 @@ or half their drift, cost false locks on 0-499 at that share (8 and 3 against 2)
 10-window (about 500-key) enrolments, the Aalto protocol's. On 500-999 it took 5 false locks
 to 2 (one participant's drift, the largest of all 1,000, had cost 4); but the dead zone was
 added after plain widening had been tried there, so that half is no clean hold-out for it.
+``scripts/crossval_continuous.py`` re-derives the prior, tau, the dead zone and the tolerance
+without each quarter of the participants and evaluates that quarter: at the defaults' operating
+point (at most 4% of training impostors missed) the held-out figures meet the goals (README).
 """
 
 from __future__ import annotations

@@ -9,22 +9,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from agent.features.keystroke import keystrokes, samples
-from agent.model.prior import PRIOR_VERSION, discriminability
+from agent.model.prior import PRIOR_VERSION, discriminability, person_samples
 from agent.sources.datasets import aalto
 
 
 def main(root: str) -> None:
     people, report = aalto.load(Path(root))
-    per_person = []
-    for person in people:
-        tables = [samples(keystrokes(s)) for s in person.sessions]
-        cells = np.concatenate([c for c, _ in tables])
-        values = np.log(np.maximum(np.concatenate([v for _, v in tables]), 1.0))
-        per_person.append((cells, values))
-    weights = discriminability(per_person)
+    weights = discriminability([person_samples(person.sessions) for person in people])
     out = Path(__file__).resolve().parent.parent / "agent" / "model" / "prior.json"
     out.write_text(json.dumps({
         "version": PRIOR_VERSION,

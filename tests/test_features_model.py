@@ -11,6 +11,7 @@ from agent.features import keystroke as ks
 from agent.model.detector import RankShift
 from agent.model.profile import KeystrokeModel, Profile, ProfileError
 from agent.model.prior import cell_weights
+from agent.model.rankshift import estimate_overdispersion
 
 MS = 1_000_000
 
@@ -146,6 +147,21 @@ def test_overdispersion_caps_long_window_evidence_and_barely_moves_short_windows
     assert new.decision_function(long_window)[0] < plain.decision_function(long_window)[0]
     ratio = new.decision_function(windows[4:]) / plain.decision_function(windows[4:])
     assert np.all((ratio > 0.8) & (ratio <= 1.0))
+
+
+def test_overdispersion_estimate_is_about_zero_for_steady_typists_and_follows_what_wanders():
+    """tau is the spread of a session's typing around the user's own beyond sampling noise:
+    about 0 when every session is drawn alike, large for the timings (holds here) whose tempo
+    wanders from session to session, and only for those."""
+    rng = np.random.default_rng(9)
+
+    def users(hold_spread):
+        return [np.array([ks.window_vector(s) for _ in range(10) for s in person(
+            rng, 100 * np.exp(rng.normal(0, hold_spread)), 200, n=60, sessions=1)])
+            for _ in range(4)]
+    steady, wandering = estimate_overdispersion(users(0.0)), estimate_overdispersion(users(0.15))
+    assert max(steady) < 0.05  # seeds 9-13: at most 0.04, wandering holds at least 0.14
+    assert wandering[0] > 0.1 and wandering[1] < 0.05
 
 
 def test_profiles_saved_before_overdispersion_keep_scoring_as_they_were_calibrated():

@@ -33,6 +33,7 @@ from agent.features.keystroke import histogram, keystrokes, window_vector
 from agent.model import prior
 from agent.model.detector import RankShift
 from agent.model.profile import KeystrokeModel
+from agent.model.rankshift import OVERDISPERSION
 from agent.sources.loading import UserSessions
 
 IMPOSTORS = 20
@@ -88,25 +89,34 @@ def run_stream(model: KeystrokeModel, weights: np.ndarray, table: np.ndarray,
     return locks
 
 
-def enrol_model(sessions) -> KeystrokeModel:
-    """The profile's keystroke model from enrolment sessions (one window per session)."""
+def enrol_model(sessions, cell_weights: np.ndarray | None = None,
+                overdispersion: tuple[float, float] = OVERDISPERSION) -> KeystrokeModel:
+    """The profile's keystroke model from enrolment sessions (one window per session).
+    ``cell_weights`` (None: the shipped prior) and ``overdispersion`` as in :class:`RankShift`."""
     windows = np.array([window_vector(events) for events in sessions])
-    return KeystrokeModel.from_detector(RankShift().fit(windows))
+    return KeystrokeModel.from_detector(
+        RankShift(cell_weights=cell_weights, overdispersion=overdispersion).fit(windows))
 
 
 def evaluate(people: list[UserSessions], enrol: int = 10, seed: int = 0,
              progress: Callable[[int], None] | None = None,
-             policy: TrustPolicy = TrustPolicy(), window: ScoringWindow = ScoringWindow()) -> dict:
+             policy: TrustPolicy = TrustPolicy(), window: ScoringWindow = ScoringWindow(),
+             cell_weights: np.ndarray | None = None,
+             overdispersion: tuple[float, float] = OVERDISPERSION) -> dict:
+    """The protocol of the module docstring on ``people``. ``cell_weights`` (None: the shipped
+    prior, ``agent/model/prior.json``) and ``overdispersion`` (the score's tau) replace the
+    shipped constants, e.g. to evaluate on participants none of them was tuned on
+    (``scripts/crossval_continuous.py``)."""
     eligible = [p for p in people if len(p.sessions) >= MIN_SESSIONS]
     if len(eligible) < 2:
         raise ValueError(f"need two users with {MIN_SESSIONS} sessions or more; "
                          "nothing to evaluate")
-    weights = prior.cell_weights()
+    weights = prior.cell_weights() if cell_weights is None else np.asarray(cell_weights, float)
     whole = [stream_table(p.sessions) for p in eligible]
     ania: list[int] = []
     missed = false_locks = genuine_keystrokes = users_false_locked = 0
     for i, person in enumerate(eligible):
-        model = enrol_model(person.sessions[:enrol])
+        model = enrol_model(person.sessions[:enrol], weights, overdispersion)
         thresholds = decision.thresholds_from_calibration(model.calibration, policy,
                                                           legacy=model.legacy,
                                                           drift=model.drift)

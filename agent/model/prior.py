@@ -14,7 +14,7 @@ from importlib import resources
 
 import numpy as np
 
-from agent.features.keystroke import N_CELLS
+from agent.features.keystroke import N_CELLS, keystrokes, samples
 
 PRIOR_VERSION = 1
 
@@ -28,6 +28,15 @@ def cell_weights() -> np.ndarray:
                          "rebuild it with scripts/make_prior.py")
     weights.flags.writeable = False
     return weights
+
+
+def person_samples(sessions) -> tuple[np.ndarray, np.ndarray]:
+    """One person's timing samples over all their sessions (each an Event stream), as
+    :func:`discriminability` takes them: (cells, log-ms values)."""
+    tables = [samples(keystrokes(s)) for s in sessions]
+    cells = np.concatenate([c for c, _ in tables])
+    values = np.log(np.maximum(np.concatenate([v for _, v in tables]), 1.0))
+    return cells, values
 
 
 def discriminability(per_person: list[tuple[np.ndarray, np.ndarray]], min_samples: int = 5,
