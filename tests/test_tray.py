@@ -60,6 +60,26 @@ def test_show_updates_picture_and_title():
     assert tray.icon.icon is not first and "locked" in tray.icon.title
 
 
+def run_on_a_desktop(script: str, *args: str, timeout_s: float):
+    """Run ``script`` (Python; its first argument is the display) on a fresh Xvfb with the real
+    pystray X backend; skip without trayer, which such scripts start as their tray host."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    if not shutil.which("trayer"):
+        pytest.skip("needs trayer (CI installs it)")
+    from conftest import XServer
+    server = XServer()
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "PYSTRAY_BACKEND"}
+        env["DISPLAY"] = server.name
+        return subprocess.run([sys.executable, "-c", script, server.name, *args], env=env,
+                              capture_output=True, text=True, timeout=timeout_s, cwd=REPO)
+    finally:
+        server.close()
+
+
 DOCK_SCRIPT = """
 import os, threading, time, sys
 import pystray._xorg as xorg
@@ -101,22 +121,8 @@ def test_icon_docks_even_when_setup_runs_before_the_x_main_loop_names_its_thread
     """pystray's X backend lets ``setup`` run before it sets ``_thread``; a setup that shows the
     icon in that gap raised AttributeError and the icon never docked (seen in CI under load).
     With the gap widened to 0.2 s, the icon must still dock in a real tray host (trayer)."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    if not shutil.which("trayer"):
-        pytest.skip("needs trayer (CI installs it)")
-    from conftest import XServer
-    server = XServer()
-    try:
-        env = {k: v for k, v in os.environ.items() if k != "PYSTRAY_BACKEND"}
-        env["DISPLAY"] = server.name
-        out = subprocess.run([sys.executable, "-c", DOCK_SCRIPT, server.name], env=env,
-                             capture_output=True, text=True, timeout=60)
-        assert out.stdout.strip() == "docked", out.stderr[-2000:]
-    finally:
-        server.close()
+    out = run_on_a_desktop(DOCK_SCRIPT, timeout_s=60)
+    assert out.stdout.strip() == "docked", out.stderr[-2000:]
 
 
 BUSY_SCRIPT = """
@@ -163,22 +169,8 @@ def test_a_busy_agent_never_waits_for_the_icon_and_the_icon_keeps_up():
     seconds of back-to-back updates: the agent's worker hung in ``show`` (its learning stalled
     in CI) and the icon froze. With a real tray host, a thread showing states for 10 s must
     never block, and the icon must end up showing the last state."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-    if not shutil.which("trayer"):
-        pytest.skip("needs trayer (CI installs it)")
-    from conftest import XServer
-    server = XServer()
-    try:
-        env = {k: v for k, v in os.environ.items() if k != "PYSTRAY_BACKEND"}
-        env["DISPLAY"] = server.name
-        out = subprocess.run([sys.executable, "-c", BUSY_SCRIPT, server.name, "10"], env=env,
-                             capture_output=True, text=True, timeout=90, cwd=REPO)
-        assert out.stdout.strip() == "shown", out.stdout + out.stderr[-2000:]
-    finally:
-        server.close()
+    out = run_on_a_desktop(BUSY_SCRIPT, "10", timeout_s=90)
+    assert out.stdout.strip() == "shown", out.stdout + out.stderr[-2000:]
 
 
 LATE_HOST_SCRIPT = """
