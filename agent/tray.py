@@ -2,8 +2,9 @@
 
 The icon's picture and tooltip show the state; the menu offers status, pause (if policy
 allows), the audit log, about, and quit (if policy allows). ``Icon.run`` owns the main thread
-(macOS requires it). Other threads call :meth:`Tray.show`, which only hands the status over:
-a painter thread of the tray's own updates the icon, so the agent never waits for the desktop.
+(macOS requires it). Other threads call :meth:`Tray.show` and :meth:`Tray.notify`, which only
+hand the status or the balloon over: a painter thread of the tray's own updates the icon, so the
+agent never waits for the desktop.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from PIL import Image, ImageDraw
 log = logging.getLogger(__name__)
 
 X_CALL_TIMEOUT_S = 5.0  # the longest the painter waits for the X icon's main loop
+MAX_NOTES = 5  # balloons kept while the desktop is slow to show them (the newest)
 
 COLOURS = {
     "learning": (66, 133, 244), "protecting": (52, 168, 83), "alert": (251, 188, 5),
@@ -84,6 +86,7 @@ class Tray:
         self._changed = threading.Condition()
         self._painting = False   # the painter thread runs (from run() on)
         self._dirty = self._force = self._stopped = False
+        self._notes: list[tuple[str, str]] = []  # balloons the painter is to show
         self._x: _XorgCalls | None = None
         items = [pystray.MenuItem(lambda _: tooltip(self._status), None, enabled=False),
                  pystray.MenuItem("Show status", self._do("status"))]
@@ -134,12 +137,15 @@ class Tray:
                     self._changed.wait()  # nothing to show, no wake-ups
                 if self._stopped:
                     return
-                status, force = self._status, self._force
+                status, force, notes = self._status, self._force, self._notes
                 self._dirty = self._force = False
+                self._notes = []
             try:
                 self._paint(status, force)
             except Exception:  # noqa: BLE001 - a broken tray must not stop the painter
                 log.exception("the tray icon could not be updated")
+            for title, message in notes:
+                self._balloon(title, message)
 
     def _paint(self, status: dict, force: bool = False) -> None:
         """Update picture and tooltip; nothing when nothing visible changed."""
@@ -159,9 +165,17 @@ class Tray:
             pass
 
     def notify(self, title: str, message: str) -> None:
+        """A balloon from the icon (any thread; never waits: the painter shows it, once the
+        icon runs if it does not yet)."""
+        with self._changed:
+            self._notes = [*self._notes[-(MAX_NOTES - 1):], (title, message)]
+            self._dirty = True
+            self._changed.notify()
+
+    def _balloon(self, title: str, message: str) -> None:
         try:
             self.icon.notify(message, title)
-        except Exception:
+        except Exception:  # noqa: BLE001 - no balloons on this backend (xorg)
             log.debug("tray notification unavailable on this backend")
 
     def run(self, setup: Callable[[], None]) -> None:

@@ -173,6 +173,49 @@ def test_a_busy_agent_never_waits_for_the_icon_and_the_icon_keeps_up():
     assert out.stdout.strip() == "shown", out.stdout + out.stderr[-2000:]
 
 
+NOTE_SCRIPT = """
+import os, sys, threading, time
+from agent.evaluation.xreplay import TrayHost
+from agent.tray import Tray
+host = TrayHost(sys.argv[1])
+tray = Tray({}, allow_pause=False, allow_quit=True)
+shown, release = [], threading.Event()
+
+def slow_desktop(message, title=None):  # stands in for a balloon API that hangs a while
+    release.wait(10)
+    shown.append(title)
+
+tray.icon._notify = slow_desktop  # pystray's per-OS balloon (X has none)
+tray.notify("before", "given before the icon ran")
+
+def agent():
+    time.sleep(1)
+    started = time.monotonic()
+    for title in ("one", "two"):
+        tray.notify(title, "...")
+        tray.show({"state": "protecting"})
+    waited = time.monotonic() - started
+    release.set()
+    deadline = time.monotonic() + 10
+    while len(shown) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print(f"{waited:.3f}", *shown, flush=True)
+    host.close()
+    os._exit(0)
+
+threading.Thread(target=agent, daemon=True).start()
+tray.run(lambda: None)
+"""
+
+
+def test_balloons_never_hold_up_the_agent_and_all_are_shown_in_order():
+    """A desktop slow to show a balloon (Windows, macOS) must not hold up the thread that asks
+    for it, and every balloon is still shown, in order, one given before the icon ran too."""
+    out = run_on_a_desktop(NOTE_SCRIPT, timeout_s=60)
+    waited, *shown = out.stdout.split()
+    assert float(waited) < 5 and shown == ["before", "one", "two"], out.stdout + out.stderr[-2000:]
+
+
 LATE_HOST_SCRIPT = """
 from agent.tray import Tray
 Tray({}, allow_pause=False, allow_quit=True).run(lambda: None)
