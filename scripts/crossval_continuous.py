@@ -1,7 +1,7 @@
 """K-fold cross-validation of the continuous protocol over participants: figures on people that
 none of the tuned constants has seen.
 
-    python scripts/crossval_continuous.py DIR [--folds 4] [--seed 0] [--max-missed 3] [--json]
+    python scripts/crossval_continuous.py DIR [--folds 4] [--users N] [--seed 0] [--max-missed 3] [--json]
 
 DIR is the unpacked Aalto dev folder (``aalto-136m-dev``). ``cadence eval continuous`` reports
 ANIA, impostors never locked, false locks and ANGA over all 1,000 participants, but several of
@@ -200,10 +200,44 @@ def summary_lines(out: dict) -> list[str]:
     return lines
 
 
+def crossval(people: list, folds: int = 4, seed: int = 0, enrol: int = 10,
+             max_missed: float = MAX_MISSED_PCT, log=lambda *_: None) -> dict:
+    """The cross-validation of the module docstring over ``people`` (in this order)."""
+    started = time.perf_counter()
+    participants = [Participant(p, enrol) for p in people]
+    window = ScoringWindow()
+    results = []
+    for k, held_out in enumerate(np.array_split(np.arange(len(people)), folds)):
+        held = set(held_out.tolist())
+        log(f"fold {k}: held out {held_out[0]}..{held_out[-1]}")
+        constants = train([p for i, p in enumerate(participants) if i not in held],
+                          seed, window, max_missed, log)
+        policy = TrustPolicy(tolerance=constants["tolerance"],
+                             drift_dead_zone=constants["drift_dead_zone"])
+        result = continuous.evaluate([people[i] for i in held_out], enrol=enrol, seed=seed,
+                                     policy=policy, window=window,
+                                     cell_weights=constants["weights"],
+                                     overdispersion=constants["overdispersion"])
+        result.update(fold=k, participants=[int(held_out[0]), int(held_out[-1]) + 1],
+                      weights=weights_summary(constants["weights"]),
+                      overdispersion=list(constants["overdispersion"]),
+                      drift_dead_zone=constants["drift_dead_zone"],
+                      tolerance=constants["tolerance"],
+                      training_missed_pct={f"{t:.4f}": v for t, v in
+                                           sorted(constants["training_missed_pct"].items())})
+        results.append(result)
+        log(f"fold {k}: ANIA {result['ania']:.1f}, missed {result['impostors_missed_pct']:.2f}%,"
+            f" {result['false_locks']} false locks")
+    return {"folds": results, "total": totals(results), "max_missed_pct": max_missed,
+            "seconds": time.perf_counter() - started}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("dir", help="the unpacked Aalto dev folder")
     parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--users", type=int, default=None,
+                        help="a seeded sample of N participants (default: all, in file order)")
     parser.add_argument("--seed", type=int, default=0, help="impostor draw (as cadence eval)")
     parser.add_argument("--enrol", type=int, default=10, help="enrolment sessions (default 10)")
     parser.add_argument("--max-missed", type=float, default=MAX_MISSED_PCT,
@@ -216,38 +250,10 @@ def main(argv=None) -> int:
     def log(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
 
-    people, _report = aalto.load(Path(args.dir))
-    participants = [Participant(p, args.enrol) for p in people]
+    people, _report = aalto.load(Path(args.dir), users=args.users, seed=args.seed)
     log(f"{len(people)} participants loaded")
-    window = ScoringWindow()
-    folds = []
-    for k, held_out in enumerate(np.array_split(np.arange(len(people)), args.folds)):
-        held = set(held_out.tolist())
-        log(f"fold {k}: held out {held_out[0]}..{held_out[-1]}")
-        constants = train([p for i, p in enumerate(participants) if i not in held],
-                          args.seed, window, args.max_missed, log)
-        policy = TrustPolicy(tolerance=constants["tolerance"],
-                             drift_dead_zone=constants["drift_dead_zone"])
-        result = continuous.evaluate([people[i] for i in held_out], enrol=args.enrol,
-                                     seed=args.seed, policy=policy, window=window,
-                                     cell_weights=constants["weights"],
-                                     overdispersion=constants["overdispersion"])
-        result.update(fold=k, participants=[int(held_out[0]), int(held_out[-1]) + 1],
-                      weights=weights_summary(constants["weights"]),
-                      overdispersion=list(constants["overdispersion"]),
-                      drift_dead_zone=constants["drift_dead_zone"],
-                      tolerance=constants["tolerance"],
-                      training_missed_pct={f"{t:.4f}": v for t, v in
-                                           sorted(constants["training_missed_pct"].items())})
-        folds.append(result)
-        log(f"fold {k}: ANIA {result['ania']:.1f}, missed {result['impostors_missed_pct']:.2f}%,"
-            f" {result['false_locks']} false locks")
-    out = {"folds": folds, "total": totals(folds), "max_missed_pct": args.max_missed,
-           "seconds": time.perf_counter() - started}
-    if args.json:
-        print(json.dumps(out, indent=1))
-        return 0
-    print("\n".join(summary_lines(out)))
+    out = crossval(people, args.folds, args.seed, args.enrol, args.max_missed, log)
+    print(json.dumps(out, indent=1) if args.json else "\n".join(summary_lines(out)))
     return 0
 
 
