@@ -73,6 +73,10 @@ def _settings():
 
 
 def cmd_run(args) -> int:
+    import faulthandler
+    import signal
+    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: where every thread is, on stderr, even
+        faulthandler.register(signal.SIGUSR1, all_threads=True)  # in start-up; no data
     from agent.runtime import Agent
     from agent.system.instance import AlreadyRunning
     paths, settings = _settings()
@@ -106,11 +110,8 @@ def cmd_run(args) -> int:
         # exit 0: a login item or LaunchAgent (KeepAlive on failure) must not restart-loop
         print(f"cadence: {exc}", file=sys.stderr)
         return 0
-    import faulthandler
     import signal
     signal.signal(signal.SIGTERM, lambda *_: (tray.stop() if tray else agent.stopping.set()))
-    if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID`: where every thread is, on stderr
-        faulthandler.register(signal.SIGUSR1, all_threads=True)  # code lines only, no data
     try:
         if tray is not None:
             tray.run(lambda: None)

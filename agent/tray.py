@@ -181,6 +181,8 @@ class Tray:
     def run(self, setup: Callable[[], None]) -> None:
         """Run the icon on this (main) thread; ``setup`` starts the agent beside it."""
         def _setup(icon):
+            with self._changed:  # from here on only the painter touches the icon; it starts by
+                self._painting = self._dirty = self._force = True  # drawing the newest status
             if type(icon).__module__ == "pystray._xorg":
                 try:
                     self._x = _XorgCalls(icon)
@@ -192,8 +194,6 @@ class Tray:
                                  name="cadence-tray-manager").start()
             else:
                 icon.visible = True
-            with self._changed:  # what the agent published before the icon was visible
-                self._painting = self._dirty = self._force = True
             threading.Thread(target=self._painter, daemon=True, name="cadence-tray").start()
             setup()
         self.icon.run(setup=_setup)
