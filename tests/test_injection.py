@@ -103,7 +103,7 @@ def test_steady_cadence_survives_clock_jitter_and_chords(period):
 
 
 def test_machine_typed_burst_of_a_recorded_typist_is_not_flagged():
-    """The longest run of fast keys in the Aalto typists' streams (autocomplete-like: holds of
+    """The longest run of fast keys in the Aalto typists' streams (machine-speed: holds of
     2-3 ms, gaps of 2-10 ms, one person): fast, but not one steady cadence, and shorter than a
     burst. Its gaps and holds only; the keys are made up."""
     prefix = human(30)

@@ -13,21 +13,22 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     ``burst_gaps`` press-to-press gaps in a row, each <= ``burst_gap_ms`` (25 ms: 40 keys/s).
     Hands roll two or three keys that fast, never a dozen. Over the 1,000 Aalto typists (15,000
     sentences, 731k keys) runs of 3 or more such gaps occur 10 times, nearly all of keys held
-    1-4 ms: machine-typed text (autocomplete, a text expander) inside the recorded "human"
-    streams. The longest reach 4 gaps (two people) and 10 gaps (one person); the default (12)
-    keeps a margin above them.
+    1-4 ms after a pause of 0.5-2.2 s: not a hand's timing but, it seems, the recording
+    browser handling keys queued while it stalled (in three of them the key before is "held"
+    for the whole pause); autocomplete or a text expander looks the same. The longest reach 4
+    gaps (two people) and 10 gaps (one person); the default (12) keeps a margin above them.
 ``steady_burst``
     ``steady_burst_gaps`` press-to-press gaps in a row, each <= ``burst_gap_ms`` and all within
     ``steady_burst_range_ms`` (2 ms) of each other: a machine's fixed delay at machine speed
     (5 gaps: 6 keys, and Shift or GUI chords in them, whose keys share one HID report, are not
     counted as steps). Two ms allow a millisecond clock and scheduling on either side. The fast
     runs in the Aalto streams above are never that steady: over 5 gaps their delays spread
-    3 ms or more (gaps of 2-10 ms, as autocomplete's are), so none matches.
+    3 ms or more (gaps of 2-10 ms), so none matches.
 ``short_holds``
     ``short_hold_count`` of the last ``short_hold_window`` released keys held <= ``short_hold_ms``
     (12 ms). A finger needs 30 ms or more to press and lift a key (Aalto: 1% of holds are
     under 41 ms, 0.05% under 12 ms, and those come singly, as clock glitches, or in the
-    machine-typed bursts above: 8 of 16 for two people, 10 of 16 for one). An injector holds
+    bursts above: 8 of 16 for two people, 10 of 16 for one). An injector holds
     1-8 ms, whatever delay it leaves between keys, so this rule catches "jittered" injectors
     that type at a human pace. Default: 13 of 16.
 ``uniform_holds``
@@ -105,10 +106,11 @@ class InjectionPolicy:
 
 
 #: ``balanced`` (default): no detection on any of the 1,000 Aalto typists' streams, a margin above
-#: the machine-typed bursts found in them; injectors at a fixed delay caught in 6 keys (7 with a
+#: the machine-speed bursts found in them; injectors at a fixed delay caught in 6 keys (7 with a
 #: Shift among them), jittered or unsteady ones in about 13.
 #: ``strict``: catches any fast injector within 5 or 6 keys, and so also flags the rare burst of
-#: autocomplete or text-expander typing (4 of the 1,000 Aalto typists, as many as google/ukip).
+#: machine-speed keys, autocomplete or a text expander (4 of the 1,000 Aalto typists, as many as
+#: google/ukip).
 #: ``relaxed``: twice the evidence of ``balanced``, for machines with legitimate typing hardware.
 PRESETS: dict[str, InjectionPolicy] = {
     "balanced": InjectionPolicy(),
