@@ -1,7 +1,8 @@
 """K-fold cross-validation of the continuous protocol over participants: figures on people that
 none of the tuned constants has seen.
 
-    python scripts/crossval_continuous.py DIR [--folds 4] [--users N] [--seed 0] [--max-missed 3] [--json]
+    python scripts/crossval_continuous.py DIR [--folds 4] [--users N] [--seed 0] [--shuffle S]
+                                          [--max-missed 4] [--json]
 
 DIR is the unpacked Aalto dev folder (``aalto-136m-dev``). ``cadence eval continuous`` reports
 ANIA, impostors never locked, false locks and ANGA over all 1,000 participants, but several of
@@ -10,7 +11,8 @@ the constants it runs with were chosen on those same people: the cell weights
 the tolerance on participants 0-499 (partly after looking at 500-999), so its figures may be
 optimistic. Here the participants are split into ``K`` folds in the order
 ``aalto.load`` returns them (fold k: the k-th of K consecutive, equal slices; with 1,000
-participants and K=4, [250k, 250k+250)). For each fold every tuned constant is derived from
+participants and K=4, [250k, 250k+250)), or in an order shuffled with ``--shuffle S``, so
+that other partitions can be checked. For each fold every tuned constant is derived from
 the other folds' participants only, with the recipe it was set by:
 
 1. cell weights: :func:`agent.model.prior.discriminability` over the training participants, all
@@ -23,7 +25,7 @@ the other folds' participants only, with the recipe it was set by:
    profile's ``drift``, with that fold's weights and tau);
 4. tolerance: the largest on a grid (0.25 to 0.60, step 0.0125) whose share of impostors never
    locked, in the continuous protocol on the training users (their impostors drawn among them),
-   is at most 3.0% (``--max-missed``). Window scores do not depend on the tolerance, so each
+   is at most 4% (``--max-missed``): the goal (5%) less one point of margin. Window scores do not depend on the tolerance, so each
    training impostor stream is scored once and the trust rule is replayed per tolerance; the
    share never locked only grows with the tolerance, so the grid is bisected.
 
@@ -58,7 +60,7 @@ from agent.model.rankshift import estimate_overdispersion
 from agent.sources.datasets import aalto
 
 DRIFT_PERCENTILE = 90
-MAX_MISSED_PCT = 3.0
+MAX_MISSED_PCT = 4.0
 TOLERANCES = np.round(np.arange(0.25, 0.60 + 1e-9, 0.0125), 4)
 
 
@@ -178,7 +180,9 @@ def summary_lines(out: dict) -> list[str]:
     lines = []
     for f in out["folds"]:
         w, (a, b) = f["weights"], f["participants"]
-        lines.append(f"fold {f['fold']} (held out {a}-{b - 1}): weights median {w['median']:.3f} "
+        held = f"{a}-{b - 1}" if out["shuffle"] is None else \
+            f"{b - a} of the order shuffled with seed {out['shuffle']}"
+        lines.append(f"fold {f['fold']} (held out {held}): weights median {w['median']:.3f} "
                      f"(r={w['corr_with_shipped']:.4f} with prior.json), tau "
                      f"({f['overdispersion'][0]:.4f}, {f['overdispersion'][1]:.4f}), dead zone "
                      f"{f['drift_dead_zone']:.3f}, tolerance {f['tolerance']:.4f}")
@@ -201,9 +205,16 @@ def summary_lines(out: dict) -> list[str]:
 
 
 def crossval(people: list, folds: int = 4, seed: int = 0, enrol: int = 10,
-             max_missed: float = MAX_MISSED_PCT, log=lambda *_: None) -> dict:
-    """The cross-validation of the module docstring over ``people`` (in this order)."""
+             max_missed: float = MAX_MISSED_PCT, shuffle: int | None = None,
+             log=lambda *_: None) -> dict:
+    """The cross-validation of the module docstring over ``people`` (in this order, or shuffled
+    with the seed ``shuffle``). Each fold lists its held-out ``people`` by index into ``people``."""
     started = time.perf_counter()
+    if shuffle is not None:
+        order = np.random.default_rng(shuffle).permutation(len(people))
+        people = [people[i] for i in order]
+    else:
+        order = np.arange(len(people))
     participants = [Participant(p, enrol) for p in people]
     window = ScoringWindow()
     results = []
@@ -219,6 +230,7 @@ def crossval(people: list, folds: int = 4, seed: int = 0, enrol: int = 10,
                                      cell_weights=constants["weights"],
                                      overdispersion=constants["overdispersion"])
         result.update(fold=k, participants=[int(held_out[0]), int(held_out[-1]) + 1],
+                      people=sorted(int(order[i]) for i in held_out),
                       weights=weights_summary(constants["weights"]),
                       overdispersion=list(constants["overdispersion"]),
                       drift_dead_zone=constants["drift_dead_zone"],
@@ -229,7 +241,7 @@ def crossval(people: list, folds: int = 4, seed: int = 0, enrol: int = 10,
         log(f"fold {k}: ANIA {result['ania']:.1f}, missed {result['impostors_missed_pct']:.2f}%,"
             f" {result['false_locks']} false locks")
     return {"folds": results, "total": totals(results), "max_missed_pct": max_missed,
-            "seconds": time.perf_counter() - started}
+            "shuffle": shuffle, "seconds": time.perf_counter() - started}
 
 
 def main(argv=None) -> int:
@@ -239,6 +251,9 @@ def main(argv=None) -> int:
     parser.add_argument("--users", type=int, default=None,
                         help="a seeded sample of N participants (default: all, in file order)")
     parser.add_argument("--seed", type=int, default=0, help="impostor draw (as cadence eval)")
+    parser.add_argument("--shuffle", type=int, default=None, metavar="S",
+                        help="fold a shuffled order of the participants (seed S; default: "
+                             "file order)")
     parser.add_argument("--enrol", type=int, default=10, help="enrolment sessions (default 10)")
     parser.add_argument("--max-missed", type=float, default=MAX_MISSED_PCT,
                         help="tolerance recipe: largest whose training share of impostors "
@@ -252,7 +267,7 @@ def main(argv=None) -> int:
 
     people, _report = aalto.load(Path(args.dir), users=args.users, seed=args.seed)
     log(f"{len(people)} participants loaded")
-    out = crossval(people, args.folds, args.seed, args.enrol, args.max_missed, log)
+    out = crossval(people, args.folds, args.seed, args.enrol, args.max_missed, args.shuffle, log)
     print(json.dumps(out, indent=1) if args.json else "\n".join(summary_lines(out)))
     return 0
 

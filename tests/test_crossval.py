@@ -24,6 +24,7 @@ def test_folds_partition_the_people_and_each_derives_its_own_constants(aalto_dir
     out = crossval.crossval(people, folds=2)
     first, second = out["folds"]
     assert [first["participants"], second["participants"]] == [[0, 20], [20, 40]]
+    assert [first["people"], second["people"]] == [list(range(20)), list(range(20, 40))]
     # derived from 20 people each, not the shipped constants and not each other's
     assert first["weights"]["max_abs_diff_from_shipped"] > 0.01
     assert first["weights"]["median"] != second["weights"]["median"]
@@ -38,3 +39,15 @@ def test_folds_partition_the_people_and_each_derives_its_own_constants(aalto_dir
     for key in ("false_locks", "genuine_keystrokes", "impostor_streams", "users"):
         assert total[key] == first[key] + second[key]
     assert np.isclose(total["anga"], total["genuine_keystrokes"] / max(total["false_locks"], 1))
+
+
+def test_a_shuffled_order_gives_another_partition_of_the_same_people(aalto_dir):
+    crossval = load_script()
+    people, _ = aalto.load(aalto_dir, users=44, seed=5)
+    out = crossval.crossval(people, folds=2, shuffle=1)
+    held = [fold["people"] for fold in out["folds"]]
+    assert sorted(held[0] + held[1]) == list(range(44))
+    assert held[0] != list(range(22))
+    assert [fold["users"] for fold in out["folds"]] == [22, 22]
+    assert out["shuffle"] == 1
+    assert "shuffled with seed 1" in "\n".join(crossval.summary_lines(out))

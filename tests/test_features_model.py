@@ -10,7 +10,7 @@ from agent.events import Event, KeyClass, Kind
 from agent.features import keystroke as ks
 from agent.model.detector import RankShift
 from agent.model.profile import KeystrokeModel, Profile, ProfileError
-from agent.model.prior import cell_weights
+from agent.model.prior import cell_weights, discriminability
 from agent.model.rankshift import estimate_overdispersion
 
 MS = 1_000_000
@@ -271,3 +271,13 @@ def test_a_mouse_model_of_an_older_version_is_set_aside_not_called_tampering(cap
     data["mouse"] = {"window": 20, "n_neighbors": 10, "scale": 1.0, "threshold": 2.0}
     with pytest.raises(ProfileError):  # neither format: malformed, as before
         Profile.from_json(json.dumps(data).encode())
+
+
+def test_cell_weights_from_too_few_people_are_refused_not_nan():
+    rng = np.random.default_rng(0)
+    cells = np.repeat(np.arange(3), 10)
+    people = [(cells, rng.normal(4.0 + i / 10, 0.1, cells.size)) for i in range(5)]
+    with pytest.raises(ValueError, match="5 people are too few"):
+        discriminability(people)
+    weights = discriminability(people, min_people=5)
+    assert np.all(np.isfinite(weights)) and weights[0] > 0

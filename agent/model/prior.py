@@ -53,6 +53,9 @@ def discriminability(per_person: list[tuple[np.ndarray, np.ndarray]], min_sample
                 medians[i, cell] = med
                 spreads[i, cell] = 1.4826 * np.median(np.abs(v - med))
     enough = np.sum(~np.isnan(medians), axis=0) >= min_people
+    if not enough.any():
+        raise ValueError(f"no feature cell has {min_samples} samples from each of {min_people} "
+                         f"people; {len(per_person)} people are too few for cell weights")
     weights = np.full(N_CELLS, np.nan)
     with np.errstate(divide="ignore", invalid="ignore"):
         between = np.nanstd(medians[:, enough], axis=0)
