@@ -25,9 +25,10 @@ the other folds' participants only, with the recipe it was set by:
    profile's ``drift``, with that fold's weights and tau);
 4. tolerance: the largest on a grid (0.25 to 0.60, step 0.0125) whose share of impostors never
    locked, in the continuous protocol on the training users (their impostors drawn among them),
-   is at most 4% (``--max-missed``): the goal (5%) less one point of margin. Window scores do not depend on the tolerance, so each
-   training impostor stream is scored once and the trust rule is replayed per tolerance; the
-   share never locked only grows with the tolerance, so the grid is bisected.
+   is at most 4% (``--max-missed``): the goal (5%) less one point of margin. Window scores do
+   not depend on the tolerance, so each training impostor stream is scored once and the trust
+   rule is replayed per tolerance; the share never locked only grows with the tolerance, so the
+   grid is bisected.
 
 The held-out fold then runs through :func:`agent.evaluation.continuous.evaluate` with those four
 constants (its impostors drawn among the held-out participants only), and the folds are summed:
@@ -210,11 +211,9 @@ def crossval(people: list, folds: int = 4, seed: int = 0, enrol: int = 10,
     """The cross-validation of the module docstring over ``people`` (in this order, or shuffled
     with the seed ``shuffle``). Each fold lists its held-out ``people`` by index into ``people``."""
     started = time.perf_counter()
-    if shuffle is not None:
-        order = np.random.default_rng(shuffle).permutation(len(people))
-        people = [people[i] for i in order]
-    else:
-        order = np.arange(len(people))
+    order = np.arange(len(people)) if shuffle is None else \
+        np.random.default_rng(shuffle).permutation(len(people))
+    people = [people[i] for i in order]
     participants = [Participant(p, enrol) for p in people]
     window = ScoringWindow()
     results = []
