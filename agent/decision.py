@@ -36,7 +36,8 @@ locks. What remains are users whose held-out typing really moved: their hold tim
 together (all shorter or all longer) over the last sentences, so windows of 200 keys score like
 an impostor's; one of them (4 of the 8 false locks) types unlike their enrolment throughout and
 is locked again after each unlock. Neither a tolerance growing with the window, a per-user
-spread, a consensus of hold and flight evidence, nor down-weighting holds beat this on 0-499.
+spread, a consensus of hold and flight evidence, nor down-weighting holds beat this on 0-499;
+nor, later and cross-validated, a common shift of all holds scored as one term.
 With the overdispersion term of the score (:mod:`agent.model.rankshift`: a cell's evidence stops
 growing with the window once it is as large as the user's own session-to-session drift allows)
 every long window scores lower, so the tolerance went from 0.5 to 0.375 (then 0.3625, below),
