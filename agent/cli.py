@@ -261,6 +261,7 @@ def cmd_eval_protocol(args) -> int:
         options["enrol"] = args.enrol
     if args.protocol == "injection":
         options["policy"] = args.sensitivity
+        options["keyboard_attached"] = args.keyboard_attached
     with _progress(len(people), f"{args.protocol} eval") as bar:
         result = module.evaluate(people, progress=bar.update, **options)
     if args.protocol == "mouse" and args.format == "balabit":
@@ -317,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "keystroke injection: human false positives, keys to detect")
     inj.add_argument("--sensitivity", choices=["relaxed", "balanced", "strict"],
                      default="balanced", help="injection rule preset (default balanced)")
+    inj.add_argument("--keyboard-attached", action="store_true",
+                     help="the injector is seen attaching, and every human stream opens on a "
+                          "keyboard attached just before (the worst case for false positives)")
 
     run = commands.add_parser("run", help="start the agent (tray included)")
     run.add_argument("--no-tray", action="store_true", help="headless: no tray icon")

@@ -38,6 +38,7 @@ class Kind(IntEnum):
     PRESS = 3
     RELEASE = 4
     SCROLL = 5
+    ATTACH = 6   # a keyboard was attached (plugged in): no key, no device name, only the time
 
 
 KEY_KINDS = frozenset({Kind.DOWN, Kind.UP})
@@ -53,7 +54,8 @@ class Button(IntEnum):
 class Event(NamedTuple):
     """One input event. Keyboard events carry ``key`` and ``press_id``; mouse events carry
     ``x``, ``y`` and ``button``. ``injected`` is the OS's software-injection flag (pynput's
-    ``injected``); ``repeat`` marks a key-down produced by auto-repeat of a held key."""
+    ``injected``); ``repeat`` marks a key-down produced by auto-repeat of a held key.
+    An ``ATTACH`` event carries only its time: a keyboard appeared, which one is not kept."""
 
     t_ns: int
     kind: Kind

@@ -118,7 +118,9 @@ class Pipeline:
                  injection: InjectionDetector | None = None) -> None:
         self.policy = policy
         self.weights = cell_weights
-        self.injection = injection or InjectionDetector(policy.injection_sensitivity)
+        self.injection = injection or InjectionDetector.with_overrides(
+            policy.injection_sensitivity,
+            **({} if policy.injection_new_keyboard else {"new_keyboard_keys": 0}))
         self.profile = profile
         self.state = "learning" if profile is None else "protecting"
         self.reason: str | None = None
@@ -176,6 +178,9 @@ class Pipeline:
             return []  # OS-flagged automation the policy allows: not the user's input
         if self._holding():
             return []  # after an impostor or injection verdict nothing is learned or scored
+        if event.kind == Kind.ATTACH:
+            self.injection.observe(event)  # its first keys are judged as a new keyboard's
+            return [Audit("keyboard_attached", {})]
         if not event.is_key:
             return self._mouse(event)
         detection = self.injection.observe(event)

@@ -66,6 +66,7 @@ class Policy:
     injection_action: str = "lock"        # on a keystroke-injection verdict
     injection_allow_software: bool = True  # OS-flagged injected input (remote desktop, ...)
     injection_sensitivity: str = "balanced"  # relaxed | balanced | strict (see features/injection)
+    injection_new_keyboard: bool = True   # judge a just-attached keyboard's first keys strictly
     audit_max_mb: int = 10
     audit_backups: int = 5
     retention_days: int = 90              # rotated audit files older than this are deleted

@@ -64,6 +64,12 @@ TEXT = {
                                  "(remote desktop, password-manager auto-type, automation tools) "
                                  "is accepted. Disabled: it is treated as keystroke injection. "
                                  "Default: accepted.", None),
+    "injection_new_keyboard": ("Judge a just-attached keyboard strictly",
+                               "Enabled: a keyboard attached moments before (a USB keystroke "
+                               "injector enumerates as one) is an injector if 5 of its first 8 "
+                               "keys come at machine speed. Disable where YubiKeys or barcode "
+                               "scanners are plugged in and used at once. Default: enabled.",
+                               None),
     "injection_sensitivity": ("Keystroke injection sensitivity",
                               "How much machine-timed typing it takes to call it injection: "
                               "relaxed, balanced or strict. Strict catches a USB injector within "

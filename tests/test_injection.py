@@ -120,6 +120,62 @@ def test_fast_injector_caught_within_5_keys_when_strict(period):
     assert keys is not None and keys <= 5
 
 
+ATTACH = Event(0, Kind.ATTACH)
+
+
+def attach_at(t_ns: int) -> Event:
+    return ATTACH._replace(t_ns=t_ns)
+
+
+@pytest.mark.parametrize("period", [1, 5, 10, 20])
+def test_injector_seen_attaching_is_caught_within_5_keys(period):
+    prefix = human(30)
+    payload = injector(60, period, t0=after(prefix))
+    keys, found = keys_to_detect(prefix + [attach_at(prefix[-1].t_ns)], payload)
+    assert (keys, found.rule) == (5, "new_keyboard")
+    assert keys_to_detect(prefix, payload)[0] == 6     # not seen attaching: the steady rule
+
+
+def test_new_keyboard_rule_covers_gui_r_and_a_pause_before_the_string():
+    """GUI+r (one HID report), 600 ms for the Run box, then the command at 5 ms a key: the
+    fifth key of the string is the seventh key-down since the keyboard attached."""
+    prefix = human(30)
+    t0 = after(prefix)
+    opener = typing([0.0], [3.0], [KeyClass.LEFT_LETTER], t0=t0, first_id=1000, chords={0})
+    string = injector(20, 5, t0=t0 + 600 * MS, first_id=1100)
+    keys, found = keys_to_detect(prefix + [attach_at(prefix[-1].t_ns)], opener + string)
+    assert (keys, found.rule) == (7, "new_keyboard")
+
+
+def test_new_keyboard_rule_lapses_after_its_keys():
+    """Past the first ``new_keyboard_keys`` key-downs a keyboard is no longer new: the same
+    5-key burst needs the default's evidence."""
+    prefix = human(30)
+    policy = PRESETS["balanced"]
+    detector = InjectionDetector(policy)
+    events = [attach_at(prefix[0].t_ns - MS), *prefix]
+    assert [d for d in map(detector.observe, events) if d] == []
+    burst = typing([800.0, 4, 3, 3, 3], [3, 2, 2, 2, 2], t0=prefix[-1].t_ns, first_id=1000)
+    assert [d for d in map(detector.observe, burst) if d] == []
+    fresh = InjectionDetector(policy)
+    fired = [d for d in map(fresh.observe, [*prefix, attach_at(prefix[-1].t_ns), *burst]) if d]
+    assert [d.rule for d in fired] == ["new_keyboard"]
+
+
+def test_a_human_on_a_keyboard_just_attached_is_not_flagged():
+    """Fast typing with rollover (two keys down at once) opening on a new keyboard."""
+    for seed in range(20):
+        stream = human(40, seed=seed, gap_median=90.0, gap_sigma=0.5)
+        assert scan([attach_at(stream[0].t_ns), *stream]) == [], seed
+
+
+def test_relaxed_has_no_new_keyboard_rule():
+    prefix = human(30)
+    payload = injector(60, 5, t0=after(prefix))
+    keys, found = keys_to_detect(prefix + [attach_at(prefix[-1].t_ns)], payload, "relaxed")
+    assert found is not None and found.rule != "new_keyboard" and keys > 5
+
+
 def test_5ms_injector_detected_by_its_speed_alone():
     """Holds of a human length do not hide a 5 ms cadence (the burst rules need no hold)."""
     prefix = human(30)
@@ -305,6 +361,8 @@ def test_policy_is_validated():
         InjectionPolicy(short_hold_window=8, short_hold_count=9)
     with pytest.raises(ValueError):
         InjectionPolicy(burst_gaps=0)
+    with pytest.raises(ValueError, match="new_keyboard_keys"):
+        InjectionPolicy(new_keyboard_keys=-1)
     with pytest.raises(ValueError, match="sensitivity"):
         InjectionDetector("paranoid")
     assert InjectionDetector.with_overrides("strict", burst_gaps=6).policy.burst_gaps == 6
@@ -419,6 +477,18 @@ def test_evaluation_on_twenty_real_typists(twenty_people):
     assert len(lines) == 4 + len(protocol.INJECTORS)
     text = json.dumps(result) + "\n".join(lines)
     assert "KeyClass" not in text and "LETTER" not in text
+
+
+def test_real_typists_on_a_keyboard_just_attached_are_not_flagged(twenty_people):
+    result = protocol.evaluate(twenty_people, seed=2, keyboard_attached=True)
+    assert result["keyboard_attached"] is True
+    assert result["human_false_positives"] == 0
+    for name in ("1ms", "5ms", "10ms", "20ms"):
+        assert result[f"keys_to_detect_{name}"] == 5.0 and result[f"missed_{name}_pct"] == 0.0
+    plain = protocol.evaluate(twenty_people, seed=2)
+    assert plain["keys_to_detect_5ms"] > 5              # the attach is what buys the 5th key
+    assert result["keys_to_detect_jitter"] == plain["keys_to_detect_jitter"]
+    assert any("attached" in line for line in protocol.summary_lines(result))
 
 
 def test_progress_is_reported_per_person(twenty_people):

@@ -98,6 +98,32 @@ def test_injection_locks_at_once_and_discards_the_keys(typists):
     assert pipeline.enrol_keys > 0
 
 
+def _payload(start_ns: int, n: int = 40) -> list[Event]:
+    """A USB injector: a key every 5 ms, held 3 ms."""
+    events = []
+    for i in range(n):
+        cls = KeyClass.RIGHT_LETTER if i % 2 else KeyClass.LEFT_LETTER
+        t = start_ns + i * 5 * MS
+        events += [Event(t, Kind.DOWN, cls, 500 + i), Event(t + 3 * MS, Kind.UP, cls, 500 + i)]
+    return events
+
+
+@pytest.mark.parametrize("new_keyboard", [True, False])
+def test_a_keyboard_attached_before_an_injection_is_audited_and_locks_on_its_5th_key(
+        new_keyboard):
+    pipeline = Pipeline(Policy(injection_new_keyboard=new_keyboard), None, cell_weights())
+    effects = pipeline.feed(Event(10 * MS, Kind.ATTACH))
+    assert effects == [Audit("keyboard_attached", {})]
+    keys = 0
+    for event in _payload(900 * MS):
+        keys += event.kind == Kind.DOWN
+        if any(isinstance(e, Lock) for e in pipeline.feed(event)):
+            break
+    assert pipeline.status()["verdict"] == "injection"
+    assert keys == (5 if new_keyboard else 6)
+    assert pipeline.enrol_keys == 0
+
+
 def test_allowed_software_injection_is_neither_learned_nor_flagged():
     pipeline = Pipeline(Policy(), None, cell_weights())
     events = [Event(i * 5 * MS, Kind.DOWN if i % 2 == 0 else Kind.UP, KeyClass.LEFT_LETTER,

@@ -15,6 +15,11 @@ payload. Timestamps are whole milliseconds, like the dataset's. Injectors:
 - ``jitter``: delays drawn uniformly from 20 to 120 ms between presses (Ducky Script 3's jitter),
   holds of 2 to 8 ms.
 
+With ``keyboard_attached`` the injector is seen arriving, as the agent sees a USB device enumerate:
+an ``ATTACH`` event at the cut, before the pause. The human streams then take the worst case:
+each of them (every sentence, every day stream) opens with an ``ATTACH``, as if the person had
+plugged in a keyboard just before typing it.
+
 Keys are drawn as a payload looks (a command line): letters, spaces, punctuation, digits, a few
 Enters and Tabs; 12% of characters need Shift, and half the payloads open with GUI+r. A chord is
 one HID report: modifier and key go down together and come up together. Keys to detect counts
@@ -171,9 +176,10 @@ def injected_keys(rng: np.random.Generator, injector: str, t0_ns: int, first_id:
 
 
 def spliced_trial(rng: np.random.Generator, person: UserSessions, injector: str,
-                  ) -> tuple[list[Event], int]:
+                  keyboard_attached: bool = False) -> tuple[list[Event], int]:
     """(events, index of the first injected event): a human session cut after 20-40 keys,
-    then a pause, then the injector's payload."""
+    then a pause (the injector attaching at its start, if ``keyboard_attached``), then the
+    injector's payload."""
     want = int(rng.integers(PREFIX_KEYS[0], PREFIX_KEYS[1] + 1))
     counts = [sum(1 for e in s if e.kind == Kind.DOWN and not e.repeat) for s in person.sessions]
     eligible = [i for i, n in enumerate(counts) if n >= want]
@@ -184,7 +190,14 @@ def spliced_trial(rng: np.random.Generator, person: UserSessions, injector: str,
     t0 = downs[-1].t_ns + int(rng.uniform(*PAUSE_MS) * _NS_PER_MS)
     prefix = [e for e in session if e.is_key and e.press_id in keep_ids and e.t_ns < t0]
     first_id = max((e.press_id for e in session), default=0) + 1
+    if keyboard_attached:
+        prefix.append(Event(downs[-1].t_ns, Kind.ATTACH))
     return prefix + injected_keys(rng, injector, t0, first_id), len(prefix)
+
+
+def attached(stream: list[Event]) -> list[Event]:
+    """A human stream as if typed on a keyboard attached just before its first event."""
+    return [Event(stream[0].t_ns, Kind.ATTACH), *stream] if stream else stream
 
 
 def _keys_to_detect(events: list[Event], start: int,
@@ -210,7 +223,8 @@ def _keys_to_detect(events: list[Event], start: int,
 
 def evaluate(people: list[UserSessions], seed: int = 0,
              progress: Callable[[int], None] | None = None,
-             policy: InjectionPolicy | str | None = None) -> dict:
+             policy: InjectionPolicy | str | None = None, keyboard_attached: bool = False,
+             ) -> dict:
     """The protocol above over ``people``; deterministic for a seed. Figures per rule."""
     people = [p for p in people if p.sessions]
     if not people:
@@ -224,6 +238,8 @@ def evaluate(people: list[UserSessions], seed: int = 0,
         user_hit = dict.fromkeys(RULES, False)
         concatenated = back_to_back(person.sessions)
         for stream in [*person.sessions, concatenated]:
+            if keyboard_attached:
+                stream = attached(stream)
             streams += 1
             fired = flagged_rules(stream, policy)
             for rule, hit in fired.items():
@@ -236,7 +252,7 @@ def evaluate(people: list[UserSessions], seed: int = 0,
             flagged_users[rule] += user_hit[rule]
         for j, injector in enumerate(INJECTORS):
             rng = np.random.default_rng([seed, index, j])
-            events, start = spliced_trial(rng, person, injector)
+            events, start = spliced_trial(rng, person, injector, keyboard_attached)
             for rule, k in _keys_to_detect(events, start, _detectors(policy)).items():
                 keys[(rule, injector)].append(k)
         if progress:
@@ -244,6 +260,7 @@ def evaluate(people: list[UserSessions], seed: int = 0,
     result: dict = {
         "users": len(people),
         "seed": seed,
+        "keyboard_attached": keyboard_attached,
         "payload_chars": PAYLOAD_CHARS,
         "trials_per_injector": len(people),
         "human_streams": streams,
@@ -275,15 +292,19 @@ def _cell(result: dict, prefix: str, injector: str) -> str:
 
 def summary_lines(result: dict) -> list[str]:
     """A human summary of :func:`evaluate`'s result: numbers only."""
+    attached_note = (", each opening on a keyboard attached just before"
+                     if result["keyboard_attached"] else "")
     lines = [
         f"human streams: {result['human_streams']} ({result['users']} people, each sentence "
-        f"and all of them back to back)",
+        f"and all of them back to back{attached_note})",
         f"flagged streams (people): cadence {result['human_false_positives']} "
         f"({result['human_users_flagged']}), ukip {result['ukip_human_false_positives']} "
         f"({result['ukip_human_users_flagged']}), duckhunt "
         f"{result['duckhunt_human_false_positives']} ({result['duckhunt_human_users_flagged']})",
         f"injected payloads: {result['trials_per_injector']} per injector, "
-        f"{result['payload_chars']} characters; median keys to detection, share missed:",
+        f"{result['payload_chars']} characters"
+        f"{', the injector seen attaching' if result['keyboard_attached'] else ''}; "
+        "median keys to detection, share missed:",
         f"{'injector':<9}{'cadence':<26}{'ukip (5 keys <= 50 ms)':<26}"
         "duckhunt (mean of 25 < 30 ms)",
     ]

@@ -17,6 +17,14 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     browser handling keys queued while it stalled (in three of them the key before is "held"
     for the whole pause); autocomplete or a text expander looks the same. The longest reach 4
     gaps (two people) and 10 gaps (one person); the default (12) keeps a margin above them.
+``new_keyboard``
+    a keyboard was just attached (an ``ATTACH`` event: a USB injector enumerates as one moments
+    before it types) and ``new_keyboard_gaps`` (4) press-to-press gaps in a row, each <=
+    ``burst_gap_ms``, end within its first ``new_keyboard_keys`` (8) key-downs: 5 keys at
+    machine speed, or GUI+r, the pause a payload leaves for the Run box, then 5 keys. A hand
+    on a keyboard it has just plugged in does not open that fast; the Aalto bursts above come
+    mid-sentence (the earliest completes 4 gaps at a sentence's 9th key), so even if every one
+    of the 16,000 streams began on a keyboard attached just before, none would match.
 ``steady_burst``
     ``steady_burst_gaps`` press-to-press gaps in a row, each <= ``burst_gap_ms`` and all within
     ``steady_burst_range_ms`` (2 ms) of each other: a machine's fixed delay at machine speed
@@ -44,7 +52,7 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     report (an injector's Shift+letter or GUI+r); hands press and release a chord's keys tens of
     ms apart. Aalto: 17 such pairs in 731k keys, never two in one window.
 
-``burst``, ``steady_burst``, ``uniform_holds`` and ``regular_gaps`` also need two key classes or more in their
+``burst``, ``new_keyboard``, ``steady_burst``, ``uniform_holds`` and ``regular_gaps`` also need two key classes or more in their
 window, so a key held under auto-repeat that some systems report as release/press pairs (one
 class, a fixed rate, equal holds) never matches.
 Auto-repeat key-downs (``repeat=True``) are ignored, as are events the OS flags as software
@@ -75,6 +83,8 @@ class InjectionPolicy:
 
     burst_gap_ms: float = 25.0
     burst_gaps: int = 12
+    new_keyboard_gaps: int = 4
+    new_keyboard_keys: int = 8
     steady_burst_gaps: int = 5
     steady_burst_range_ms: float = 2.0
     short_hold_ms: float = 12.0
@@ -91,7 +101,9 @@ class InjectionPolicy:
     allow_software_injected: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("burst_gaps", "steady_burst_gaps", "short_hold_window", "short_hold_count", "uniform_hold_window",
+        if self.new_keyboard_keys < 0:
+            raise ValueError("injection policy: new_keyboard_keys must not be negative (0: off)")
+        for name in ("burst_gaps", "new_keyboard_gaps", "steady_burst_gaps", "short_hold_window", "short_hold_count", "uniform_hold_window",
                      "regular_gap_window", "chord_window", "chord_count"):
             if getattr(self, name) < 1:
                 raise ValueError(f"injection policy: {name} must be at least 1")
@@ -111,14 +123,16 @@ class InjectionPolicy:
 #: ``strict``: catches any fast injector within 5 or 6 keys, and so also flags the rare burst of
 #: machine-speed keys, autocomplete or a text expander (4 of the 1,000 Aalto typists, as many as
 #: google/ukip).
-#: ``relaxed``: twice the evidence of ``balanced``, for machines with legitimate typing hardware.
+#: ``relaxed``: twice the evidence of ``balanced``, and no ``new_keyboard`` rule, for machines with
+#: legitimate typing hardware (a YubiKey or a scanner types at once when plugged in).
 PRESETS: dict[str, InjectionPolicy] = {
     "balanced": InjectionPolicy(),
     "strict": InjectionPolicy(burst_gaps=4, steady_burst_gaps=4, short_hold_window=8,
                               short_hold_count=6, chord_count=3),
     "relaxed": InjectionPolicy(burst_gaps=24, steady_burst_gaps=10, short_hold_window=32,
                                short_hold_count=26,
-                               uniform_hold_window=32, regular_gap_window=24, chord_count=6),
+                               uniform_hold_window=32, regular_gap_window=24, chord_count=6,
+                               new_keyboard_keys=0),
 }
 
 
@@ -165,6 +179,7 @@ class InjectionDetector:
     def reset(self) -> None:
         """Forget the evidence (not the held keys): after a detection, a lock or a pause."""
         p = self.policy
+        self._new_keyboard_keys = 0    # key-downs left in which the new-keyboard rule applies
         self._last_down_ns: int | None = None
         self._last_down_id = -1
         self._last_down_cls = -1
@@ -183,6 +198,8 @@ class InjectionDetector:
     def observe(self, event: Event) -> Detection | None:
         kind = event.kind
         if kind != Kind.DOWN and kind != Kind.UP:
+            if kind == Kind.ATTACH:
+                self._new_keyboard_keys = self.policy.new_keyboard_keys
             return None
         if event.injected and self.policy.allow_software_injected:
             return None
@@ -206,6 +223,8 @@ class InjectionDetector:
         self._held[event.press_id] = (t, cls)
         if len(self._held) > _MAX_HELD:
             del self._held[next(iter(self._held))]
+        new_keyboard = self._new_keyboard_keys > 0
+        self._new_keyboard_keys -= new_keyboard
         if prev_t is None:
             return None
         gap = (t - prev_t) / _NS_PER_MS
@@ -221,6 +240,8 @@ class InjectionDetector:
             mixed = self._burst_classes & (self._burst_classes - 1)
             if self._burst >= p.burst_gaps and mixed:
                 return self._fire("burst", t)
+            if new_keyboard and self._burst >= p.new_keyboard_gaps and mixed:
+                return self._fire("new_keyboard", t)
             if gap > _SAME_REPORT_MS:  # keys of one HID report (a chord): not a step of the cadence
                 self._steady.append(gap)
                 if (len(self._steady) == p.steady_burst_gaps and mixed

@@ -80,6 +80,8 @@ def _parse(row: list[str], tracker: KeyTracker) -> Event | None:
             return None  # a release whose press was not recorded: nothing to time
         cls, press_id = paired
         return Event(t_ns, kind, cls, press_id)
+    if kind == Kind.ATTACH:
+        return Event(t_ns, kind)
     try:
         x, y = float(x_text), float(y_text)
     except ValueError:
@@ -116,5 +118,6 @@ def write_session(path: Path, events: list[Event]) -> None:
         for e in events:
             key = e.key.name if e.is_key and e.key is not None else ""
             button = "" if e.button == Button.NONE else e.button.name.lower()
+            mouse = not e.is_key and e.kind != Kind.ATTACH
             out.writerow([f"{e.t_ns / 1e6:.3f}", e.kind.name.lower(), key,
-                          "" if e.is_key else e.x, "" if e.is_key else e.y, button])
+                          e.x if mouse else "", e.y if mouse else "", button])
