@@ -22,7 +22,7 @@ def _display() -> list[dict]:
         try:
             from Xlib import display as xdisplay
             d = xdisplay.Display()
-            missing = [ext for ext in ("RECORD", "XTEST", "MIT-SCREEN-SAVER")
+            missing = [ext for ext in ("RECORD", "XTEST", "MIT-SCREEN-SAVER", "XInputExtension")
                        if not d.has_extension(ext)]
             d.close()
         except Exception as exc:  # noqa: BLE001
@@ -31,7 +31,10 @@ def _display() -> list[dict]:
         if "RECORD" in missing:
             return [_item("display", "fail", "X server lacks the RECORD extension pynput needs; "
                           "enable it in the X server configuration")]
-        note = f" (missing {', '.join(missing)}: idle/lock checks limited)" if missing else ""
+        lost = {"XTEST": "lock checks limited", "MIT-SCREEN-SAVER": "idle checks limited",
+                "XInputExtension": "keyboards plugged in go unnoticed"}
+        note = f" (missing {', '.join(missing)}: {'; '.join(lost[m] for m in missing)})" \
+            if missing else ""
         return [_item("display", "ok", f"X11 {os.environ.get('DISPLAY')} with RECORD{note}")]
     if kind in ("wayland", "xwayland"):
         return [_item("display", "fail", "Wayland session: input to native Wayland apps is not "

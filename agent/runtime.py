@@ -400,6 +400,7 @@ class Agent:
             "policy_errors": list(self.settings.errors),
             "action": self.policy.action,
             "dropped_events": self.source.dropped,
+            "watching_keyboards": self.source.watching_keyboards,
         })
         return out
 

@@ -147,6 +147,15 @@ def test_new_keyboard_rule_covers_gui_r_and_a_pause_before_the_string():
     assert (keys, found.rule) == (7, "new_keyboard")
 
 
+def test_an_attach_seen_late_counts_the_fast_run_so_far():
+    """A poll that sees the keyboard after its 4th key: the 5th key fires, not the 6th."""
+    payload = injector(20, 5)
+    downs = [i for i, e in enumerate(payload) if e.kind == Kind.DOWN]
+    late = payload[:downs[4]] + [attach_at(payload[downs[3]].t_ns)] + payload[downs[4]:]
+    keys, found = keys_to_detect([], late)
+    assert (keys, found.rule) == (5, "new_keyboard")
+
+
 def test_new_keyboard_rule_lapses_after_its_keys():
     """Past the first ``new_keyboard_keys`` key-downs a keyboard is no longer new: the same
     5-key burst needs the default's evidence."""

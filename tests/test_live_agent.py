@@ -267,3 +267,37 @@ def test_keystroke_injection_is_caught_and_locked(scenario, name, gaps):
     assert agent.status()["enrol_keystrokes"] == learned  # injected keys were not learned
     subprocess.run(["pkill", "-KILL", "-x", "i3lock"], check=False)
     assert wait_for(lambda: agent.status().get("state") != "locked", 15), story(agent)
+
+
+@pytest.mark.skipif(not shutil.which("xinput"), reason="needs xinput (apt-get install xinput)")
+def test_an_injector_seen_plugging_in_is_locked_on_its_5th_key(scenario):
+    """A new keyboard appears in the X server (``xinput create-master`` adds one, as a USB
+    injector enumerating does), then 5 keys at 5 ms: the 5th locks the session."""
+    agent, typer, display = scenario["agent"], scenario["typer"], scenario["display"]
+    from Xlib import X
+    assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
+                    15), story(agent)
+    assert agent.status()["watching_keyboards"] is True
+    before = len(injection_entries(agent))
+    attached = len([e for e in agent.audit() if e["kind"] == "keyboard_attached"])
+    env = {**os.environ, "DISPLAY": display}
+    subprocess.run(["xinput", "create-master", "Ducky"], env=env, check=True)
+    try:
+        assert wait_for(lambda: len([e for e in agent.audit()
+                                     if e["kind"] == "keyboard_attached"]) > attached, 10), \
+            story(agent)
+        entry = [e for e in agent.audit() if e["kind"] == "keyboard_attached"][-1]
+        assert set(entry) == {"time", "kind"}          # that a keyboard came: nothing of it
+        keys = payload(lambda rng, n: np.full(n, 5.0), hold_ms=3.0, keys=5)
+        assert len({e.key for e in keys}) > 1
+        typer.replay_server_timed(keys)
+        assert wait_for(lambda: len(injection_entries(agent)) > before, 10), story(agent)
+        found = injection_entries(agent)[-1]
+        assert found["rule"] == "new_keyboard"
+        assert all(4 <= gap <= 6 for gap in found["recent_gaps_ms"][-4:]), found
+        assert wait_for(lambda: x_keyboard_grab_status(display) == X.AlreadyGrabbed, 10), \
+            story(agent)
+    finally:
+        subprocess.run(["xinput", "remove-master", "Ducky pointer"], env=env, check=False)
+        subprocess.run(["pkill", "-KILL", "-x", "i3lock"], check=False)
+    assert wait_for(lambda: agent.status().get("state") != "locked", 15), story(agent)

@@ -16,6 +16,7 @@ import time
 
 from agent.events import Button, Event, KeyClass, Kind
 from agent.keymap import KeyTracker, identify
+from agent.sources.keyboards import start_watch
 
 _BUTTONS = {"left": Button.LEFT, "right": Button.RIGHT, "middle": Button.MIDDLE}
 _new = tuple.__new__
@@ -73,6 +74,7 @@ class LiveSource:
         self._tracker = KeyTracker()
         self._keyboard = None
         self._mouse = None
+        self._keyboards = None    # the watch for keyboards attached (X11: XInput 2)
         self._lock = threading.Lock()
 
     # -- callbacks (listener threads) --------------------------------------------------------
@@ -134,6 +136,14 @@ class LiveSource:
         self._put(Event(t_ns, Kind.SCROLL, x=float(x), y=float(y), injected=bool(injected)),
                   started)
 
+    def keyboard_attached(self, t_ns: int) -> None:
+        """A keyboard appeared (plugged in): its first keys are judged as a new keyboard's."""
+        self._put(Event(t_ns, Kind.ATTACH), time.perf_counter_ns())
+
+    @property
+    def watching_keyboards(self) -> bool:
+        return self._keyboards is not None and self._keyboards.is_alive()
+
     # -- lifecycle (the agent's threads) -----------------------------------------------------
     def start(self) -> None:
         """Start (or restart) the listeners. Raises what pynput raises when input cannot be
@@ -147,6 +157,7 @@ class LiveSource:
                 # one reader for keys and pointer: it stands in both listeners' place
                 self._keyboard = InputRecorder(self, pointer=self.want_mouse)
                 self._keyboard.start()
+                self._keyboards = start_watch(self.keyboard_attached)
                 return
             self._keyboard = keyboard.Listener(on_press=self.on_press,
                                                on_release=self.on_release)
@@ -164,6 +175,7 @@ class LiveSource:
             except HookError:
                 self._stop_listeners()
                 raise
+            self._keyboards = start_watch(self.keyboard_attached)
 
     def alive(self) -> bool:
         listeners = [x for x in (self._keyboard, self._mouse) if x is not None]
@@ -174,10 +186,10 @@ class LiveSource:
             self._stop_listeners()
 
     def _stop_listeners(self) -> None:
-        for listener in (self._keyboard, self._mouse):
+        for listener in (self._keyboard, self._mouse, self._keyboards):
             if listener is not None:
                 try:
                     listener.stop()
                 except Exception:  # noqa: BLE001 - a listener that never ran cannot stop
                     pass
-        self._keyboard = self._mouse = None
+        self._keyboard = self._mouse = self._keyboards = None

@@ -1,0 +1,128 @@
+"""Keyboards attached while the agent runs (agent.sources.keyboards): the X11 watch on a real
+Xvfb (a keyboard added with ``xinput create-master``), the polling watch used on Windows and
+macOS around a lister standing in for the OS API, and the Event a LiveSource makes of it."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import threading
+
+import pytest
+from conftest import wait_for
+
+from agent.events import Kind
+from agent.sources import keyboards
+from agent.sources.keyboards import (
+    PollingKeyboardWatch,
+    WatchError,
+    XKeyboardWatch,
+    keyboards_added,
+    start_watch,
+)
+from agent.sources.live import LiveSource
+
+GUARD_S = 60
+pytestmark = pytest.mark.usefixtures("alarm_guard")
+
+
+def test_only_slave_keyboards_just_added_count():
+    added, attached, enabled = 1 << 2, 1 << 4, 1 << 6
+    info = [{"flags": 0, "type": 4},                              # a keyboard already there
+            {"flags": added | attached | enabled, "type": 4},     # a keyboard plugged in
+            {"flags": added | attached | enabled, "type": 3},     # a mouse plugged in
+            {"flags": 1, "type": 2},                              # a master keyboard created
+            {"flags": enabled, "type": 4}]                        # re-enabled (resume, VT)
+    assert keyboards_added(info) == 1
+
+
+@pytest.mark.skipif(not shutil.which("xinput"), reason="needs xinput (apt-get install xinput)")
+def test_x_watch_sees_a_keyboard_added_and_nothing_else(xserver, monkeypatch):
+    monkeypatch.setenv("DISPLAY", xserver.name)
+    seen: list[int] = []
+    watch = XKeyboardWatch(seen.append)
+    watch.start()
+    env = {**os.environ, "DISPLAY": xserver.name}
+    try:
+        assert watch.is_alive() and seen == []
+        subprocess.run(["xinput", "create-master", "Plugged"], env=env, check=True)
+        assert wait_for(lambda: len(seen) == 1, 5)
+        subprocess.run(["xinput", "remove-master", "Plugged pointer"], env=env, check=True)
+        subprocess.run(["xinput", "list"], env=env, check=True, capture_output=True)
+        assert not wait_for(lambda: len(seen) > 1, 0.5)         # a removal is no attach
+        assert all(isinstance(t, int) for t in seen)
+    finally:
+        watch.stop()
+    assert not watch.is_alive() and watch.error is None
+
+
+def test_x_watch_without_a_display_says_so(monkeypatch):
+    monkeypatch.setenv("DISPLAY", ":999")
+    with pytest.raises(WatchError, match="no X display"):
+        XKeyboardWatch(lambda t: None).start()
+
+
+class Lister:
+    """Stands in for the OS's list of keyboard handles."""
+
+    def __init__(self, *handles) -> None:
+        self.handles = set(handles)
+        self.fail: Exception | None = None
+
+    def __call__(self) -> set:
+        if self.fail is not None:
+            raise self.fail
+        return set(self.handles)
+
+
+def test_polling_watch_reports_new_handles_only():
+    lister, seen = Lister(1, 2), []
+    watch = PollingKeyboardWatch(seen.append, lister, every_s=3600)
+    watch.start()
+    try:
+        assert watch.poll() == 0 and seen == []                 # present at start: not new
+        lister.handles = {1, 2, 7}
+        assert watch.poll() == 1 and len(seen) == 1
+        lister.handles = {1}                                    # unplugged: nothing
+        assert watch.poll() == 0
+        lister.handles = {1, 2}                                 # plugged back in: new again
+        assert watch.poll() == 1 and len(seen) == 2
+    finally:
+        watch.stop()
+    assert not watch.is_alive()
+
+
+def test_polling_watch_runs_on_its_own_and_ends_on_a_failing_api():
+    lister, seen = Lister(), []
+    attached = threading.Event()
+    watch = PollingKeyboardWatch(lambda t: (seen.append(t), attached.set()), lister, every_s=0.02)
+    watch.start()
+    lister.handles = {5}
+    assert attached.wait(5)
+    lister.fail = OSError(5, "access denied")
+    assert wait_for(lambda: not watch.is_alive(), 5)
+    assert "access denied" in watch.error and len(seen) == 1
+
+
+def test_a_missing_os_api_leaves_no_watch_and_says_why(caplog):
+    with caplog.at_level(logging.WARNING, logger=keyboards.__name__):
+        assert start_watch(lambda t: None, platform="win32") is None   # no user32 here
+    assert "keyboards plugged in will not be noticed" in caplog.text
+    with pytest.raises(WatchError, match="cannot list keyboards"):
+        PollingKeyboardWatch(lambda t: None, _raises(PermissionError("no")), 1).start()
+
+
+def _raises(exc):
+    def lister():
+        raise exc
+    return lister
+
+
+def test_live_source_queues_an_attach_with_its_time_only():
+    source = LiveSource()
+    source.keyboard_attached(123)
+    event = source.queue.get_nowait()
+    assert event.kind == Kind.ATTACH and event.t_ns == 123
+    assert event.key is None and event.press_id == -1 and not event.is_key
