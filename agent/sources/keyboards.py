@@ -1,8 +1,8 @@
 """Keyboards attached while the agent runs: a USB keystroke injector arrives as one.
 
 A Rubber Ducky enumerates as a keyboard moments before it types. Each watch here calls
-``on_attach(t_ns)`` (monotonic time) for every keyboard that appears, from a thread of its own,
-and hands over nothing else: never a device's name, vendor or id.
+``on_attach()`` for every keyboard that appears, from a thread of its own, and hands over
+nothing else: never a device's name, vendor or id.
 
 - X11 (:class:`XKeyboardWatch`): the server tells its clients about every input device it adds
   with an XInput 2 ``HierarchyChanged`` event on the root window; an entry flagged
@@ -26,7 +26,6 @@ import os
 import select
 import sys
 import threading
-import time
 from collections.abc import Callable
 
 log = logging.getLogger(__name__)
@@ -47,9 +46,9 @@ def keyboards_added(info) -> int:
 
 
 class XKeyboardWatch:
-    """Calls ``on_attach(t_ns)`` for each keyboard the X server adds."""
+    """Calls ``on_attach()`` for each keyboard the X server adds."""
 
-    def __init__(self, on_attach: Callable[[int], None]) -> None:
+    def __init__(self, on_attach: Callable[[], None]) -> None:
         self.on_attach = on_attach
         self.error: str | None = None
         self._display = None
@@ -102,7 +101,7 @@ class XKeyboardWatch:
                     event = display.next_event()
                     if getattr(event, "evtype", None) == xinput.HierarchyChanged:
                         for _ in range(keyboards_added(event.data["info"])):
-                            self.on_attach(time.monotonic_ns())
+                            self.on_attach()
                 ready, _, _ = select.select([display.fileno(), self._wake_r], [], [])
                 if self._wake_r in ready:
                     return
@@ -119,11 +118,11 @@ class XKeyboardWatch:
 
 
 class PollingKeyboardWatch:
-    """Calls ``on_attach(t_ns)`` for each handle ``list_keyboards()`` returns that it did not
+    """Calls ``on_attach()`` for each handle ``list_keyboards()`` returns that it did not
     return before, reading it every ``every_s``. Handles of keyboards present at start, and of
     those unplugged, are never reported."""
 
-    def __init__(self, on_attach: Callable[[int], None],
+    def __init__(self, on_attach: Callable[[], None],
                  list_keyboards: Callable[[], set], every_s: float = POLL_S) -> None:
         self.on_attach = on_attach
         self.list_keyboards = list_keyboards
@@ -155,7 +154,7 @@ class PollingKeyboardWatch:
         new = now - self._known
         self._known = now
         for _ in new:
-            self.on_attach(time.monotonic_ns())
+            self.on_attach()
         return len(new)
 
     def _run(self) -> None:
@@ -233,7 +232,7 @@ def macos_keyboards() -> set[int]:
             cf.CFRelease(ref)
 
 
-def start_watch(on_attach: Callable[[int], None], platform: str = sys.platform):
+def start_watch(on_attach: Callable[[], None], platform: str = sys.platform):
     """The running keyboard watch for this system, or None (logged) where none can run."""
     if platform == "win32":
         watch = PollingKeyboardWatch(on_attach, windows_keyboards)

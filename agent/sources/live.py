@@ -1,7 +1,7 @@
 """Live input from pynput's hooks (on X11: :mod:`agent.sources.xrecord`): each callback does O(1)
 work and never blocks.
 
-A callback reads the monotonic clock (the X11 reader gives the X server's event time instead),
+A callback reads :data:`clock_ns` (the X11 reader gives the X server's event time instead),
 passes the key through the keymap (the only place it is classified), puts an Event on a bounded
 queue and returns. When the queue is full the
 event is dropped and counted: a slow consumer must never slow the desktop (on Windows a slow
@@ -22,6 +22,13 @@ _BUTTONS = {"left": Button.LEFT, "right": Button.RIGHT, "middle": Button.MIDDLE}
 _new = tuple.__new__
 START_TIMEOUT_S = 5.0
 _DOWN, _UP, _MOVE, _NO_BUTTON = Kind.DOWN, Kind.UP, Kind.MOVE, Button.NONE
+
+#: The clock a callback stamps its event with: monotonic and fine-grained everywhere. Not
+#: ``time.monotonic_ns``: on Windows before Python 3.13 that is GetTickCount64, which steps every
+#: 15.6 ms and would round every hold and gap to a multiple of it (a person's fast keys would
+#: look like a machine's steady cadence). ``perf_counter_ns`` is QueryPerformanceCounter there
+#: (system-wide since 3.10) and the same monotonic clock as ``monotonic_ns`` on Linux and macOS.
+clock_ns = time.perf_counter_ns
 
 
 class CallbackTimer:
@@ -88,25 +95,25 @@ class LiveSource:
     # pynput's callbacks: the time is now. ---------------------------------------------------
     def on_press(self, key, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        self.key_down(time.monotonic_ns(), *identify(key), injected, started)
+        self.key_down(clock_ns(), *identify(key), injected, started)
 
     def on_release(self, key, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        self.key_up(time.monotonic_ns(), *identify(key), injected, started)
+        self.key_up(clock_ns(), *identify(key), injected, started)
 
     def on_move(self, x, y, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        self.move(time.monotonic_ns(), x, y, injected, started)
+        self.move(clock_ns(), x, y, injected, started)
 
     def on_click(self, x, y, button, pressed, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        self.click(time.monotonic_ns(), x, y,
+        self.click(clock_ns(), x, y,
                    _BUTTONS.get(getattr(button, "name", ""), Button.NONE), pressed, injected,
                    started)
 
     def on_scroll(self, x, y, dx, dy, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        self.scroll(time.monotonic_ns(), x, y, injected, started)
+        self.scroll(clock_ns(), x, y, injected, started)
 
     # the events, from any source that knows when they happened ----------------------------------
     # Events are built with tuple.__new__, Event's fields in order: the NamedTuple constructor is
@@ -136,9 +143,10 @@ class LiveSource:
         self._put(Event(t_ns, Kind.SCROLL, x=float(x), y=float(y), injected=bool(injected)),
                   started)
 
-    def keyboard_attached(self, t_ns: int) -> None:
+    def keyboard_attached(self) -> None:
         """A keyboard appeared (plugged in): its first keys are judged as a new keyboard's."""
-        self._put(Event(t_ns, Kind.ATTACH), time.perf_counter_ns())
+        started = time.perf_counter_ns()
+        self._put(Event(clock_ns(), Kind.ATTACH), started)
 
     @property
     def watching_keyboards(self) -> bool:
