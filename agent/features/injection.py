@@ -52,9 +52,9 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     report (an injector's Shift+letter or GUI+r); hands press and release a chord's keys tens of
     ms apart. Aalto: 17 such pairs in 731k keys, never two in one window.
 
-``burst``, ``new_keyboard``, ``steady_burst``, ``uniform_holds`` and ``regular_gaps`` also need two key classes or more in their
-window, so a key held under auto-repeat that some systems report as release/press pairs (one
-class, a fixed rate, equal holds) never matches.
+``burst``, ``new_keyboard``, ``steady_burst``, ``uniform_holds`` and ``regular_gaps`` also need
+two key classes or more in their window, so a key held under auto-repeat that some systems
+report as release/press pairs (one class, a fixed rate, equal holds) never matches.
 Auto-repeat key-downs (``repeat=True``) are ignored, as are events the OS flags as software
 injected when ``allow_software_injected`` (remote desktop, password-manager auto-type). A clock
 that runs backwards (a replay of overlapping recordings) starts the evidence afresh.
@@ -103,8 +103,9 @@ class InjectionPolicy:
     def __post_init__(self) -> None:
         if self.new_keyboard_keys < 0:
             raise ValueError("injection policy: new_keyboard_keys must not be negative (0: off)")
-        for name in ("burst_gaps", "new_keyboard_gaps", "steady_burst_gaps", "short_hold_window", "short_hold_count", "uniform_hold_window",
-                     "regular_gap_window", "chord_window", "chord_count"):
+        for name in ("burst_gaps", "new_keyboard_gaps", "steady_burst_gaps", "short_hold_window",
+                     "short_hold_count", "uniform_hold_window", "regular_gap_window",
+                     "chord_window", "chord_count"):
             if getattr(self, name) < 1:
                 raise ValueError(f"injection policy: {name} must be at least 1")
         if self.short_hold_count > self.short_hold_window:
@@ -177,7 +178,8 @@ class InjectionDetector:
         return cls(replace(PRESETS[base], **overrides))
 
     def reset(self) -> None:
-        """Forget the evidence (not the held keys): after a detection, a lock or a pause."""
+        """Forget the evidence, a new keyboard's window included (not the held keys): after a
+        detection, a lock or a pause."""
         p = self.policy
         self._new_keyboard_keys = 0    # key-downs left in which the new-keyboard rule applies
         self._last_down_ns: int | None = None

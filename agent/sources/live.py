@@ -81,7 +81,7 @@ class LiveSource:
         self._tracker = KeyTracker()
         self._keyboard = None
         self._mouse = None
-        self._keyboards = None    # the watch for keyboards attached (X11: XInput 2)
+        self._attach_watch = None  # sees keyboards plugged in (agent.sources.keyboards)
         self._lock = threading.Lock()
 
     # -- callbacks (listener threads) --------------------------------------------------------
@@ -150,7 +150,7 @@ class LiveSource:
 
     @property
     def watching_keyboards(self) -> bool:
-        return self._keyboards is not None and self._keyboards.is_alive()
+        return self._attach_watch is not None and self._attach_watch.is_alive()
 
     # -- lifecycle (the agent's threads) -----------------------------------------------------
     def start(self) -> None:
@@ -165,7 +165,7 @@ class LiveSource:
                 # one reader for keys and pointer: it stands in both listeners' place
                 self._keyboard = InputRecorder(self, pointer=self.want_mouse)
                 self._keyboard.start()
-                self._keyboards = start_watch(self.keyboard_attached)
+                self._attach_watch = start_watch(self.keyboard_attached)
                 return
             self._keyboard = keyboard.Listener(on_press=self.on_press,
                                                on_release=self.on_release)
@@ -183,7 +183,7 @@ class LiveSource:
             except HookError:
                 self._stop_listeners()
                 raise
-            self._keyboards = start_watch(self.keyboard_attached)
+            self._attach_watch = start_watch(self.keyboard_attached)
 
     def alive(self) -> bool:
         listeners = [x for x in (self._keyboard, self._mouse) if x is not None]
@@ -194,10 +194,10 @@ class LiveSource:
             self._stop_listeners()
 
     def _stop_listeners(self) -> None:
-        for listener in (self._keyboard, self._mouse, self._keyboards):
+        for listener in (self._keyboard, self._mouse, self._attach_watch):
             if listener is not None:
                 try:
                     listener.stop()
                 except Exception:  # noqa: BLE001 - a listener that never ran cannot stop
                     pass
-        self._keyboard = self._mouse = self._keyboards = None
+        self._keyboard = self._mouse = self._attach_watch = None
