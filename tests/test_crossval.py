@@ -1,25 +1,15 @@
 """scripts/crossval_continuous.py: every tuned constant comes from the training folds only, and
 the held-out folds add up to the totals it reports (real Aalto participants, a small sample)."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
+from conftest import load_script
 
 from agent.sources.datasets import aalto
 
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "crossval_continuous.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("crossval_continuous", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_folds_partition_the_people_and_each_derives_its_own_constants(aalto_dir):
-    crossval = load_script()
+    crossval = load_script("crossval_continuous")
     people, _ = aalto.load(aalto_dir, users=40, seed=3)
     out = crossval.crossval(people, folds=2)
     first, second = out["folds"]
@@ -42,7 +32,7 @@ def test_folds_partition_the_people_and_each_derives_its_own_constants(aalto_dir
 
 
 def test_a_shuffled_order_gives_another_partition_of_the_same_people(aalto_dir):
-    crossval = load_script()
+    crossval = load_script("crossval_continuous")
     people, _ = aalto.load(aalto_dir, users=44, seed=5)
     out = crossval.crossval(people, folds=2, shuffle=1)
     held = [fold["people"] for fold in out["folds"]]

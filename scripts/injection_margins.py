@@ -1,0 +1,89 @@
+"""How far each threshold of the balanced injection rule sits from the nearest human flag, per
+group of participants: does a margin seen on some people hold on people not seen?
+
+The participants are split into ``--parts`` groups in file order. For each group and each knob
+of :data:`agent.features.injection.PRESETS` ``["balanced"]`` (the others at their defaults), the
+script finds the loosest value that flags none of the group's human streams (each sentence, and
+the sentences back to back, as ``cadence eval injection`` counts them; for ``new_keyboard_keys``
+every stream opens on a keyboard attached just before it, the worst case). If the groups
+disagree widely, a threshold fitted on one group would flag people in another.
+
+    python scripts/injection_margins.py DIR [--parts 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from agent.evaluation.injection import attached, back_to_back
+from agent.features.injection import PRESETS, scan
+from agent.sources.datasets import aalto
+from agent.sources.loading import UserSessions
+
+#: knob -> the values tried, loosest first (fewer gaps, keys or holds is looser, except the
+#: new-keyboard window, where more keys is looser)
+KNOBS: dict[str, range] = {
+    "burst_gaps": range(2, 13),
+    "steady_burst_gaps": range(2, 6),
+    "short_hold_count": range(2, 14),
+    "uniform_hold_window": range(4, 25, 2),
+    "regular_gap_window": range(4, 17, 2),
+    "chord_count": range(1, 5),
+    "new_keyboard_keys": range(32, 4, -1),
+}
+
+
+def streams(people: list[UserSessions], keyboard_attached: bool = False) -> list:
+    """Every human stream of ``people``: each session, and all of a person's back to back."""
+    out = [s for p in people for s in [*p.sessions, back_to_back(p.sessions)] if s]
+    return [attached(s) for s in out] if keyboard_attached else out
+
+
+def loosest(people: list[UserSessions], knob: str) -> int | None:
+    """The loosest value of ``knob`` (the balanced rule otherwise) that flags none of
+    ``people``'s streams; None if even the tightest tried flags someone."""
+    data = streams(people, keyboard_attached=knob == "new_keyboard_keys")
+    for value in KNOBS[knob]:
+        policy = replace(PRESETS["balanced"], **{knob: value})
+        if not any(scan(stream, policy) for stream in data):
+            return value
+    return None
+
+
+def margins(people: list[UserSessions], parts: int = 2) -> dict:
+    """knob -> {"default": the shipped value, "loosest": [per group], "groups": [(first, last)
+    person index]}."""
+    size = -(-len(people) // parts)
+    groups = [people[i:i + size] for i in range(0, len(people), size)]
+    bounds = [(i, min(i + size, len(people)) - 1) for i in range(0, len(people), size)]
+    return {knob: {"default": getattr(PRESETS["balanced"], knob),
+                   "loosest": [loosest(group, knob) for group in groups], "groups": bounds}
+            for knob in KNOBS}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("dir", type=Path, help="the Aalto 136M keystrokes folder (or its parent)")
+    ap.add_argument("--parts", type=int, default=2, help="groups of participants (default 2)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    if args.parts < 1:
+        ap.error("--parts must be at least 1")
+    people, report = aalto.load(args.dir)
+    people = [p for p in people if p.sessions]
+    result = margins(people, args.parts)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    for knob, row in result.items():
+        cells = ", ".join(f"{a}-{b}: {v}" for (a, b), v in zip(row["groups"], row["loosest"]))
+        print(f"{knob:<20} default {row['default']:>3}; loosest with no human flagged: {cells}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

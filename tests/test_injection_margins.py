@@ -1,0 +1,58 @@
+"""scripts/injection_margins.py: per group of real participants, the loosest threshold that
+flags nobody, and one step looser does flag someone there (a small Aalto sample)."""
+
+from dataclasses import replace
+
+from conftest import load_script
+
+from agent.features.injection import PRESETS, scan
+from agent.sources.datasets import aalto
+
+
+def test_each_group_gets_the_edge_of_its_own_no_flag_region(aalto_dir):
+    script = load_script("injection_margins")
+    people, _ = aalto.load(aalto_dir, users=20, seed=11)
+    groups = [people[:10], people[10:]]
+    out = script.margins(people, parts=2)
+    assert set(out) == set(script.KNOBS)
+    for knob, row in out.items():
+        values = list(script.KNOBS[knob])
+        assert row["groups"] == [(0, 9), (10, 19)]
+        assert row["default"] == getattr(PRESETS["balanced"], knob)
+        for group, value in zip(groups, row["loosest"]):
+            # the shipped rule flags none of these people, so the edge is at least as loose
+            assert value is not None and values.index(value) <= values.index(row["default"])
+            if values.index(value) > 0:
+                looser = replace(PRESETS["balanced"], **{knob: values[values.index(value) - 1]})
+                data = script.streams(group, keyboard_attached=knob == "new_keyboard_keys")
+                assert any(scan(stream, looser) for stream in data), (knob, value)
+
+
+def test_streams_are_each_session_and_the_day_and_can_open_on_a_new_keyboard(aalto_dir):
+    script = load_script("injection_margins")
+    people, _ = aalto.load(aalto_dir, users=3, seed=2)
+    plain = script.streams(people)
+    assert len(plain) == sum(len(p.sessions) + 1 for p in people)
+    opened = script.streams(people, keyboard_attached=True)
+    assert [s[1:] for s in opened] == plain
+    assert {s[0].kind.name for s in opened} == {"ATTACH"}
+
+
+def test_a_person_with_a_machine_speed_burst_sets_the_edges():
+    """Ten keys at a person's pace, then six more each 5-20 ms after the one before (6 fast
+    gaps from the 10th key on, never steady, held 40 ms): a burst rule needs 7 gaps to pass
+    them, and a new keyboard's window must end before the 14th key (the 4th fast gap)."""
+    from agent.events import Event, KeyClass, Kind
+    from agent.sources.loading import UserSessions
+    script = load_script("injection_margins")
+    gaps = [0] + [200] * 9 + [5, 12, 20, 7, 16, 9]
+    events, t = [], 10**12
+    for i, gap in enumerate(gaps):
+        t += gap * 10**6
+        cls = KeyClass.LEFT_LETTER if i % 2 else KeyClass.RIGHT_LETTER
+        events += [Event(t, Kind.DOWN, cls, i), Event(t + 40 * 10**6, Kind.UP, cls, i)]
+    events.sort(key=lambda e: e.t_ns)
+    person = UserSessions("synthetic", [events])
+    assert script.loosest([person], "burst_gaps") == 7
+    assert script.loosest([person], "new_keyboard_keys") == 14 - 1
+    assert script.loosest([person], "steady_burst_gaps") == 2      # never steady: any length
