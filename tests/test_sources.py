@@ -77,13 +77,15 @@ def test_recording_round_trip_keeps_timing_and_classes(tmp_path):
         Event(80 * 10**6, Kind.UP, KeyClass.LEFT_LETTER, 0),
         Event(90 * 10**6, Kind.PRESS, x=10, y=20, button=Button.LEFT),
     ]
+    events.insert(0, Event(0, Kind.ATTACH))     # a keyboard plugged in: a time, nothing else
     replay.write_session(tmp_path / "u1" / "s01.csv", events)
     text = (tmp_path / "u1" / "s01.csv").read_text()
-    assert "LEFT_LETTER" in text
+    assert "LEFT_LETTER" in text and "0.000,attach,,,," in text
     people, report = replay.load(tmp_path)
     got = people[0].sessions[0]
+    assert not report.skipped and report.rows == len(events)
     assert [(e.t_ns, e.kind, e.key) for e in got] == [(e.t_ns, e.kind, e.key) for e in events]
-    assert got[3].button == Button.LEFT and got[1].x == 10.0
+    assert got[4].button == Button.LEFT and got[2].x == 10.0
 
 
 def test_recording_keys_named_as_pynput_pass_the_keymap(tmp_path):
