@@ -19,7 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from agent.evaluation.injection import attached, back_to_back
+from agent.evaluation.injection import human_streams
 from agent.features.injection import PRESETS, scan
 from agent.sources.datasets import aalto
 from agent.sources.loading import UserSessions
@@ -38,9 +38,8 @@ KNOBS: dict[str, range] = {
 
 
 def streams(people: list[UserSessions], keyboard_attached: bool = False) -> list:
-    """Every human stream of ``people``: each session, and all of a person's back to back."""
-    out = [s for p in people for s in [*p.sessions, back_to_back(p.sessions)] if s]
-    return [attached(s) for s in out] if keyboard_attached else out
+    """Every human stream of ``people``, as ``cadence eval injection`` counts them."""
+    return [s for p in people for s in human_streams(p, keyboard_attached)]
 
 
 def loosest(people: list[UserSessions], knob: str) -> int | None:

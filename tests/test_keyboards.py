@@ -14,7 +14,7 @@ import pytest
 from conftest import wait_for
 
 from agent.events import Kind
-from agent.sources import keyboards
+from agent.sources import keyboards, live
 from agent.sources.keyboards import (
     PollingKeyboardWatch,
     WatchError,
@@ -22,7 +22,6 @@ from agent.sources.keyboards import (
     keyboards_added,
     start_watch,
 )
-from agent.sources import live
 from agent.sources.live import LiveSource
 
 GUARD_S = 60
@@ -51,7 +50,6 @@ def test_x_watch_sees_a_keyboard_added_and_nothing_else(xserver, monkeypatch):
         subprocess.run(["xinput", "create-master", "Plugged"], env=env, check=True)
         assert wait_for(lambda: len(seen) == 1, 5)
         subprocess.run(["xinput", "remove-master", "Plugged pointer"], env=env, check=True)
-        subprocess.run(["xinput", "list"], env=env, check=True, capture_output=True)
         assert not wait_for(lambda: len(seen) > 1, 0.5)         # a removal is no attach
     finally:
         watch.stop()
@@ -127,3 +125,19 @@ def test_live_source_queues_an_attach_with_its_time_only(monkeypatch):
     event = source.queue.get_nowait()
     assert event.kind == Kind.ATTACH and event.t_ns == 123
     assert event.key is None and event.press_id == -1 and not event.is_key
+
+
+def test_an_x_error_while_starting_the_watch_leaves_the_hooks_alone(xserver, monkeypatch, caplog):
+    """Whatever the X server answers, the watch fails as a WatchError (no watch), never as an
+    error that would stop the input hooks from starting."""
+    from Xlib.ext import xinput
+
+    def refuse(self):
+        raise RuntimeError("BadRequest")
+    monkeypatch.setenv("DISPLAY", xserver.name)
+    monkeypatch.setattr(xinput, "query_version", refuse)
+    with pytest.raises(WatchError, match="XInput 2 cannot be used"):
+        XKeyboardWatch(lambda: None).start()
+    with caplog.at_level(logging.WARNING, logger=keyboards.__name__):
+        assert start_watch(lambda: None, platform="linux") is None
+    assert "BadRequest" in caplog.text

@@ -200,6 +200,13 @@ def attached(stream: list[Event]) -> list[Event]:
     return [Event(stream[0].t_ns, Kind.ATTACH), *stream] if stream else stream
 
 
+def human_streams(person: UserSessions, keyboard_attached: bool = False) -> list[list[Event]]:
+    """A person's streams as the false positives are counted: each session, and all of them
+    back to back; each opening on a keyboard attached just before, if ``keyboard_attached``."""
+    streams = [*person.sessions, back_to_back(person.sessions)]
+    return [attached(s) for s in streams] if keyboard_attached else streams
+
+
 def _keys_to_detect(events: list[Event], start: int,
                     detectors: dict[str, Callable[[Event], object]]) -> dict[str, int | None]:
     """Injected key-downs up to the first firing at or after ``start``, per rule (None: missed)."""
@@ -236,10 +243,7 @@ def evaluate(people: list[UserSessions], seed: int = 0,
     keys: dict[tuple[str, str], list[int | None]] = {(r, i): [] for r in RULES for i in INJECTORS}
     for index, person in enumerate(people):
         user_hit = dict.fromkeys(RULES, False)
-        concatenated = back_to_back(person.sessions)
-        for stream in [*person.sessions, concatenated]:
-            if keyboard_attached:
-                stream = attached(stream)
+        for stream in human_streams(person, keyboard_attached):
             streams += 1
             fired = flagged_rules(stream, policy)
             for rule, hit in fired.items():

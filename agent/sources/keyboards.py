@@ -71,10 +71,12 @@ class XKeyboardWatch:
             self._display.screen().root.xinput_select_events(
                 [(xinput.AllDevices, xinput.HierarchyChangedMask)])
             self._display.sync()
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - an X error here means: no watch, not no hooks
             self._display.close()
             self._display = None
-            raise
+            if isinstance(exc, WatchError):
+                raise
+            raise WatchError(f"XInput 2 cannot be used ({type(exc).__name__}: {exc})") from None
         self._wake_r, self._wake_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="cadence-keyboards", daemon=True)
         self._thread.start()
