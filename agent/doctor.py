@@ -32,7 +32,8 @@ def _display() -> list[dict]:
             return [_item("display", "fail", "X server lacks the RECORD extension pynput needs; "
                           "enable it in the X server configuration")]
         lost = {"XTEST": "lock checks limited", "MIT-SCREEN-SAVER": "idle checks limited",
-                "XInputExtension": "keyboards plugged in go unnoticed"}
+                "XInputExtension": "keyboards plugged in go unnoticed, keys are not told "
+                                   "apart by keyboard (injection_allow_keyboards has no effect)"}
         note = f" (missing {', '.join(missing)}: {'; '.join(lost[m] for m in missing)})" \
             if missing else ""
         return [_item("display", "ok", f"X11 {os.environ.get('DISPLAY')} with RECORD{note}")]

@@ -39,9 +39,12 @@ class Kind(IntEnum):
     RELEASE = 4
     SCROLL = 5
     ATTACH = 6   # a keyboard was attached (plugged in): no key, no device name, only the time
+    NEW_KEYBOARD = 7  # a keyboard types here for the first time, its first key next (X11)
 
 
 KEY_KINDS = frozenset({Kind.DOWN, Kind.UP})
+#: a keyboard new to this machine: its first keys are judged as a just-attached keyboard's
+ARRIVALS = frozenset({Kind.ATTACH, Kind.NEW_KEYBOARD})
 
 
 class Button(IntEnum):
@@ -55,7 +58,9 @@ class Event(NamedTuple):
     """One input event. Keyboard events carry ``key`` and ``press_id``; mouse events carry
     ``x``, ``y`` and ``button``. ``injected`` is the OS's software-injection flag (pynput's
     ``injected``); ``repeat`` marks a key-down produced by auto-repeat of a held key.
-    An ``ATTACH`` event carries only its time: a keyboard appeared, which one is not kept."""
+    An ``ATTACH`` or ``NEW_KEYBOARD`` event carries only its time (and ``injected`` when the
+    keyboard is software's): a keyboard appeared, or types for the first time; which one is
+    not kept."""
 
     t_ns: int
     kind: Kind

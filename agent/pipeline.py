@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent import decision
-from agent.events import Event, Kind
+from agent.events import ARRIVALS, Event, Kind
 from agent.features.injection import InjectionDetector
 from agent.features.keystroke import N_CELLS, N_BINS, window_vector
 from agent.features.mouse import Segmenter, action_features
@@ -120,6 +120,7 @@ class Pipeline:
         self.weights = cell_weights
         self.injection = injection or InjectionDetector.with_overrides(
             policy.injection_sensitivity,
+            allow_software_injected=policy.injection_allow_software,
             **({} if policy.injection_new_keyboard else {"new_keyboard_keys": 0}))
         self.profile = profile
         self.state = "learning" if profile is None else "protecting"
@@ -178,9 +179,9 @@ class Pipeline:
             return []  # OS-flagged automation the policy allows: not the user's input
         if self._holding():
             return []  # after an impostor or injection verdict nothing is learned or scored
-        if event.kind == Kind.ATTACH:
+        if event.kind in ARRIVALS:
             self.injection.observe(event)  # its first keys are judged as a new keyboard's
-            return [Audit("keyboard_attached", {})]
+            return [Audit("keyboard_attached", {})] if event.kind == Kind.ATTACH else []
         if not event.is_key:
             return self._mouse(event)
         detection = self.injection.observe(event)

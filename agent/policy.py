@@ -67,6 +67,7 @@ class Policy:
     injection_allow_software: bool = True  # OS-flagged injected input (remote desktop, ...)
     injection_sensitivity: str = "balanced"  # relaxed | balanced | strict (see features/injection)
     injection_new_keyboard: bool = True   # judge a just-attached keyboard's first keys strictly
+    injection_allow_keyboards: tuple[str, ...] = ()  # names (patterns) of keyboards let through
     audit_max_mb: int = 10
     audit_backups: int = 5
     retention_days: int = 90              # rotated audit files older than this are deleted
@@ -81,6 +82,10 @@ _RANGES = {"sensitivity": (0.5, 2.0), "enrol_keystrokes": (200, 20000),
            "heartbeat_minutes": (1, 1440), "spool_max_records": (100, 1_000_000)}
 _CHOICES = {"action": ACTIONS, "injection_action": ACTIONS,
             "injection_sensitivity": ("relaxed", "balanced", "strict")}
+# list settings: (what it must be, may it be empty)
+_LISTS = {"locker_command": ("a command as a list of strings", False),
+          "injection_allow_keyboards": ("a list of keyboard names or patterns, such as "
+                                        "[\"Yubico YubiKey*\"]", True)}
 
 
 class PolicyError(ValueError):
@@ -106,8 +111,10 @@ def validate(key: str, value, source: str):
             raise PolicyError(f"{where} is not true or false")
         return value
     if isinstance(default, tuple):
-        if not (isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value)):
-            raise PolicyError(f"{where} must be a command as a list of strings")
+        what, may_be_empty = _LISTS[key]
+        if not (isinstance(value, (list, tuple)) and (value or may_be_empty)
+                and all(isinstance(v, str) and v for v in value)):
+            raise PolicyError(f"{where} must be {what}")
         return tuple(value)
     if key in _CHOICES:
         if value not in _CHOICES[key]:

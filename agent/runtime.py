@@ -84,6 +84,7 @@ class Agent:
         self.policy = settings.policy
         self.tray = tray
         self.source = source or LiveSource()
+        self.source.allowed_keyboards = self.policy.injection_allow_keyboards
         self.store = ProfileStore(private_dir(paths.data))
         self.audit = AuditLog(paths.audit, max_bytes=self.policy.audit_max_mb * 1_000_000,
                               backups=self.policy.audit_backups)
@@ -193,6 +194,9 @@ class Agent:
             log.error("input hooks could not start: %s", type(exc).__name__)
             return "hook-failed"
         self._hook_events_at = self._hooks_started_at = time.monotonic()
+        if self.policy.injection_allow_keyboards and not self.source.keyboard_identity:
+            log.warning("injection_allow_keyboards has no effect here: these input hooks cannot "
+                        "tell keyboards apart (only X11 with XInput can); every keyboard is judged")
         return None
 
     # -- the worker ------------------------------------------------------------------------------
@@ -401,6 +405,8 @@ class Agent:
             "action": self.policy.action,
             "dropped_events": self.source.dropped,
             "watching_keyboards": self.source.watching_keyboards,
+            "keyboard_identity": self.source.keyboard_identity,
+            "allowed_keyboard_keys": self.source.allowed_keys,
         })
         return out
 

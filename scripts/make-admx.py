@@ -3,8 +3,8 @@
 
 Every Policy field becomes one policy under HKLM/HKCU\\SOFTWARE\\Policies\\Cadence\\Agent, the
 value name equal to the key, in the type agent.policy reads: booleans as DWORD 1/0, numbers as
-DWORD (sensitivity, a fraction, as a string), choices as strings, the locker command as
-REG_MULTI_SZ, the SIEM sinks as a JSON string. A new Policy field without an entry in TEXT below is an error: describe it here,
+DWORD (sensitivity, a fraction, as a string), choices as strings, the locker command and the
+allowed keyboards as REG_MULTI_SZ, the SIEM sinks as a JSON string. A new Policy field without an entry in TEXT below is an error: describe it here,
 run this script, commit both files (tests/test_installers.py checks they are current).
 
     python scripts/make-admx.py [--check]
@@ -70,6 +70,16 @@ TEXT = {
                                "keys come at machine speed. Disable where YubiKeys or barcode "
                                "scanners are plugged in and used at once. Default: enabled.",
                                None),
+    "injection_allow_keyboards": ("Keyboards whose keys are not judged (Linux)",
+                                  "Names of keyboards that type at machine speed by design "
+                                  "(YubiKeys, barcode scanners), one per line, * and ? as "
+                                  "wildcards, any case, e.g. Yubico YubiKey*. Their keys are "
+                                  "neither judged as injection nor learned as the user's typing. "
+                                  "A USB device can claim any name, so an injector could claim "
+                                  "an allowed one: list only what the fleet uses. Only X11 on "
+                                  "Linux can tell which keyboard typed a key; on Windows and "
+                                  "macOS every keyboard is judged. Default: none.",
+                                  "Keyboard names, one per line"),
     "injection_sensitivity": ("Keystroke injection sensitivity",
                               "How much machine-timed typing it takes to call it injection: "
                               "relaxed, balanced or strict. Strict catches a USB injector within "

@@ -31,7 +31,8 @@ from agent.system import autostart
 REPO = Path(__file__).resolve().parent.parent
 INSTALLERS = REPO / "installers"
 POLICY_KEYS = {f.name for f in dataclasses.fields(policy.Policy)}
-LINUX_ONLY = {"locker_command"}  # meaningless on macOS, and an empty command is invalid
+# meaningless on macOS (an empty command is invalid; macOS hooks cannot tell keyboards apart)
+LINUX_ONLY = {"locker_command", "injection_allow_keyboards"}
 GPO = "{http://schemas.microsoft.com/GroupPolicy/2006/07/PolicyDefinitions}"
 WIX = "{http://schemas.microsoft.com/wix/2006/wi}"
 

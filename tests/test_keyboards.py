@@ -19,6 +19,7 @@ from agent.sources.keyboards import (
     PollingKeyboardWatch,
     WatchError,
     XKeyboardWatch,
+    devices_changed,
     keyboards_added,
     start_watch,
 )
@@ -29,28 +30,39 @@ pytestmark = pytest.mark.usefixtures("alarm_guard")
 
 
 def test_only_slave_keyboards_just_added_count():
-    added, attached, enabled = 1 << 2, 1 << 4, 1 << 6
-    info = [{"flags": 0, "type": 4},                              # a keyboard already there
-            {"flags": added | attached | enabled, "type": 4},     # a keyboard plugged in
-            {"flags": added | attached | enabled, "type": 3},     # a mouse plugged in
-            {"flags": 1, "type": 2},                              # a master keyboard created
-            {"flags": enabled, "type": 4}]                        # re-enabled (resume, VT)
+    added, removed, attached, enabled = 1 << 2, 1 << 3, 1 << 4, 1 << 6
+    info = [{"deviceid": 7, "flags": 0, "type": 4},                # a keyboard already there
+            {"deviceid": 12, "flags": added | attached | enabled, "type": 4},  # plugged in
+            {"deviceid": 13, "flags": added | attached | enabled, "type": 3},  # a mouse
+            {"deviceid": 14, "flags": 1, "type": 2},               # a master keyboard created
+            {"deviceid": 9, "flags": enabled, "type": 4},          # re-enabled (resume, VT)
+            {"deviceid": 10, "flags": removed, "type": 4}]         # unplugged
     assert keyboards_added(info) == 1
+    assert devices_changed(info) == [12, 13, 10]  # what the hooks knew under these ids is void
 
 
 @pytest.mark.skipif(not shutil.which("xinput"), reason="needs xinput (apt-get install xinput)")
 def test_x_watch_sees_a_keyboard_added_and_nothing_else(xserver, monkeypatch):
     monkeypatch.setenv("DISPLAY", xserver.name)
     seen: list[int] = []
-    watch = XKeyboardWatch(lambda: seen.append(1))
+    changed: list[int] = []
+    watch = XKeyboardWatch(lambda: seen.append(1), changed.append)
     watch.start()
     env = {**os.environ, "DISPLAY": xserver.name}
     try:
         assert watch.is_alive() and seen == []
         subprocess.run(["xinput", "create-master", "Plugged"], env=env, check=True)
         assert wait_for(lambda: len(seen) == 1, 5)
+        from Xlib import display
+        from Xlib.ext import xinput
+        x = display.Display(xserver.name)
+        slaves = sorted(d.deviceid for d in x.xinput_query_device(xinput.AllDevices).devices
+                        if d.name.startswith("Plugged XTEST"))
+        x.close()
+        assert len(slaves) == 2 and sorted(changed) == slaves   # its XTEST keyboard and pointer
         subprocess.run(["xinput", "remove-master", "Plugged pointer"], env=env, check=True)
-        assert not wait_for(lambda: len(seen) > 1, 0.5)         # a removal is no attach
+        assert not wait_for(lambda: len(seen) > 1, 0.5)         # a removal is no attach ...
+        assert sorted(changed) == sorted(slaves * 2)            # ... but voids the ids'
     finally:
         watch.stop()
     assert not watch.is_alive() and watch.error is None

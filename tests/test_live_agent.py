@@ -23,7 +23,7 @@ import pytest
 from conftest import stop_agent
 from conftest import wait_for as _wait_for
 
-from agent.evaluation.xreplay import TrayHost, XTyper
+from agent.evaluation.xreplay import XTEST_AS_KEYBOARD, TrayHost, XTyper
 from agent.features.keystroke import window_vector
 from agent.model.detector import RankShift
 from agent.sources.datasets import aalto
@@ -106,7 +106,9 @@ def scenario(desktop, aalto_dir, tmp_path_factory):
     xserver, tray = desktop
     home = tmp_path_factory.mktemp("agent-home")
     (home / "config").mkdir()
-    (home / "config" / "settings.toml").write_text('locker_command = ["i3lock", "-n"]\n')
+    (home / "config" / "settings.toml").write_text(
+        'locker_command = ["i3lock", "-n"]\ninjection_allow_keyboards = ["scanner xtest*"]\n'
+        + XTEST_AS_KEYBOARD)
     genuine, impostor = pick_pair(aalto_dir)
     agent = Agent(home, xserver.name)
     typer = XTyper(xserver.name)
@@ -269,27 +271,35 @@ def test_keystroke_injection_is_caught_and_locked(scenario, name, gaps):
     assert wait_for(lambda: agent.status().get("state") != "locked", 15), story(agent)
 
 
+def attaches(agent) -> list[dict]:
+    return [e for e in agent.audit() if e["kind"] == "keyboard_attached"]
+
+
 @pytest.mark.skipif(not shutil.which("xinput"), reason="needs xinput (apt-get install xinput)")
-def test_an_injector_seen_plugging_in_is_locked_on_its_5th_key(scenario):
-    """A new keyboard appears in the X server (``xinput create-master`` adds one, as a USB
-    injector enumerating does), then 5 keys at 5 ms: the 5th locks the session."""
+def test_an_injector_is_locked_on_its_5th_key_even_after_the_user_types_on(scenario):
+    """A new keyboard appears in the X server (``xinput create-master`` adds a master with an
+    XTEST keyboard of its own, as a USB injector enumerating adds one). The attach is audited,
+    with nothing of the device. The user then types 12 keys on their own keyboard, past the
+    attach's window, as a dormant injector (an O.MG cable) would wait; then the new keyboard
+    types 5 keys at 5 ms. The hooks see that this keyboard has never typed here: the 5th key
+    locks the session."""
     agent, typer, display = scenario["agent"], scenario["typer"], scenario["display"]
     from Xlib import X
     assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
                     15), story(agent)
-    assert agent.status()["watching_keyboards"] is True
-    before = len(injection_entries(agent))
-    attached = len([e for e in agent.audit() if e["kind"] == "keyboard_attached"])
+    status = agent.status()
+    assert status["watching_keyboards"] is True and status["keyboard_identity"] is True
+    before, attached = len(injection_entries(agent)), len(attaches(agent))
     env = {**os.environ, "DISPLAY": display}
     subprocess.run(["xinput", "create-master", "Ducky"], env=env, check=True)
     try:
-        assert wait_for(lambda: len([e for e in agent.audit()
-                                     if e["kind"] == "keyboard_attached"]) > attached, 10), \
-            story(agent)
-        entry = [e for e in agent.audit() if e["kind"] == "keyboard_attached"][-1]
-        assert set(entry) == {"time", "kind"}          # that a keyboard came: nothing of it
+        assert wait_for(lambda: len(attaches(agent)) > attached, 10), story(agent)
+        assert set(attaches(agent)[-1]) == {"time", "kind"}   # that a keyboard came: no more
+        typer.replay(payload(lambda rng, n: rng.uniform(150, 250, n), hold_ms=90.0, keys=12))
+        assert not wait_for(lambda: len(injection_entries(agent)) > before, 1), story(agent)
         keys = payload(lambda rng, n: np.full(n, 5.0), hold_ms=3.0, keys=5)
         assert len({e.key for e in keys}) > 1
+        typer.through("Ducky")
         typer.replay_server_timed(keys)
         assert wait_for(lambda: len(injection_entries(agent)) > before, 10), story(agent)
         found = injection_entries(agent)[-1]
@@ -298,6 +308,31 @@ def test_an_injector_seen_plugging_in_is_locked_on_its_5th_key(scenario):
         assert wait_for(lambda: x_keyboard_grab_status(display) == X.AlreadyGrabbed, 10), \
             story(agent)
     finally:
+        typer.through("Virtual core")
         subprocess.run(["xinput", "remove-master", "Ducky pointer"], env=env, check=False)
         subprocess.run(["pkill", "-KILL", "-x", "i3lock"], check=False)
     assert wait_for(lambda: agent.status().get("state") != "locked", 15), story(agent)
+
+
+@pytest.mark.skipif(not shutil.which("xinput"), reason="needs xinput (apt-get install xinput)")
+def test_a_keyboard_the_policy_allows_types_at_machine_speed_unjudged(scenario):
+    """The policy allows "scanner xtest*": a barcode scanner typing 30 keys at 5 ms through
+    its own keyboard is neither judged (no injection, no lock) nor learned, only counted."""
+    agent, typer, display = scenario["agent"], scenario["typer"], scenario["display"]
+    assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
+                    15), story(agent)
+    before, status = len(injection_entries(agent)), agent.status()
+    env = {**os.environ, "DISPLAY": display}
+    subprocess.run(["xinput", "create-master", "Scanner"], env=env, check=True)
+    try:
+        typer.through("Scanner")
+        typer.replay_server_timed(payload(lambda rng, n: np.full(n, 5.0), hold_ms=3.0, keys=30))
+        assert wait_for(lambda: agent.status()["allowed_keyboard_keys"]
+                        == status["allowed_keyboard_keys"] + 30, 10), story(agent)
+    finally:
+        typer.through("Virtual core")
+        subprocess.run(["xinput", "remove-master", "Scanner pointer"], env=env, check=False)
+    assert not wait_for(lambda: len(injection_entries(agent)) > before, 2), story(agent)
+    after = agent.status()
+    assert after["state"] == status["state"] != "locked"
+    assert after["enrol_keystrokes"] == status["enrol_keystrokes"]

@@ -124,11 +124,39 @@ def test_a_keyboard_attached_before_an_injection_is_audited_and_locks_on_its_5th
     assert pipeline.enrol_keys == 0
 
 
+def test_a_keyboard_typing_for_the_first_time_locks_on_its_5th_key_unaudited():
+    """X11's hooks say when a keyboard types here for the first time: its first keys are
+    judged as a just-attached one's, with no audit entry (the user's own keyboard does this
+    once at every start)."""
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    assert pipeline.feed(Event(10 * MS, Kind.NEW_KEYBOARD)) == []
+    keys = 0
+    for event in _payload(900 * MS):
+        keys += event.kind == Kind.DOWN
+        if any(isinstance(e, Lock) for e in pipeline.feed(event)):
+            break
+    assert pipeline.status()["verdict"] == "injection" and keys == 5
+
+
+def test_software_injection_is_judged_when_the_policy_does_not_allow_it():
+    pipeline = Pipeline(Policy(injection_allow_software=False), None, cell_weights())
+    payload = [e._replace(injected=True) for e in _payload(900 * MS)]
+    assert pipeline.feed(Event(10 * MS, Kind.NEW_KEYBOARD, injected=True)) == []
+    keys = 0
+    for event in payload:
+        keys += event.kind == Kind.DOWN
+        if any(isinstance(e, Lock) for e in pipeline.feed(event)):
+            break
+    assert pipeline.status()["verdict"] == "injection" and keys == 5
+
+
 def test_allowed_software_injection_is_neither_learned_nor_flagged():
     pipeline = Pipeline(Policy(), None, cell_weights())
-    events = [Event(i * 5 * MS, Kind.DOWN if i % 2 == 0 else Kind.UP, KeyClass.LEFT_LETTER,
-                    i // 2, injected=True) for i in range(400)]
+    events = [Event(0, Kind.NEW_KEYBOARD, injected=True)]
+    events += [Event(i * 5 * MS, Kind.DOWN if i % 2 == 0 else Kind.UP, KeyClass.LEFT_LETTER,
+                     i // 2, injected=True) for i in range(400)]
     assert run(pipeline, events) == [] and pipeline._keys_in_buffer == 0
+    assert pipeline.injection._new_keyboard_keys == 0  # software's arrival opens no window
 
 
 def test_locked_paused_and_degraded_ignore_input_and_come_back():

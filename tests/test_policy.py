@@ -25,12 +25,24 @@ def test_managed_keys_win_and_are_reported():
     ("sensitivity", "high", "not a number"),
     ("allow_pause", "yes", "not true or false"),
     ("locker_command", "i3lock", "list of strings"),
+    ("locker_command", [], "list of strings"),
+    ("injection_allow_keyboards", "Yubico*", "list of keyboard names or patterns"),
+    ("injection_allow_keyboards", ["Yubico*", ""], "list of keyboard names or patterns"),
+    ("injection_allow_keyboards", [3], "list of keyboard names or patterns"),
     ("colour", "red", "unknown setting 'colour'"),
 ])
 def test_bad_values_are_named_with_key_value_and_source(key, value, message):
     with pytest.raises(PolicyError, match=message) as info:
         validate(key, value, "/etc/cadence/policy.toml")
     assert "/etc/cadence/policy.toml" in str(info.value)
+
+
+def test_keyboards_to_allow_are_a_list_that_may_be_emptied():
+    assert validate("injection_allow_keyboards", ["Yubico YubiKey*", "*scanner*"], "user") == \
+        ("Yubico YubiKey*", "*scanner*")
+    s = merge([("user", {"injection_allow_keyboards": ["Yubico*"]}, False),
+               ("managed", {"injection_allow_keyboards": []}, True)])  # IT empties it
+    assert s.policy.injection_allow_keyboards == () and not s.errors
 
 
 def test_a_bad_value_keeps_the_lower_layer_and_is_reported():

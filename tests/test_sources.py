@@ -78,9 +78,11 @@ def test_recording_round_trip_keeps_timing_and_classes(tmp_path):
         Event(90 * 10**6, Kind.PRESS, x=10, y=20, button=Button.LEFT),
     ]
     events.insert(0, Event(0, Kind.ATTACH))     # a keyboard plugged in: a time, nothing else
+    events.append(Event(95 * 10**6, Kind.NEW_KEYBOARD))  # one typing for the first time: same
     replay.write_session(tmp_path / "u1" / "s01.csv", events)
     text = (tmp_path / "u1" / "s01.csv").read_text()
     assert "LEFT_LETTER" in text and "0.000,attach,,,," in text
+    assert "95.000,new_keyboard,,,," in text
     people, report = replay.load(tmp_path)
     got = people[0].sessions[0]
     assert not report.skipped and report.rows == len(events)

@@ -4,7 +4,10 @@ away), feeding a real LiveSource."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import struct
+import subprocess
 import time
 
 import numpy as np
@@ -13,7 +16,7 @@ from conftest import wait_for
 
 from agent.events import Button, Event, KeyClass, Kind
 from agent.sources.live import LiveSource
-from agent.sources.xrecord import InputRecorder
+from agent.sources.xrecord import READ_S, InputRecorder
 
 GUARD_S = 60
 pytestmark = pytest.mark.usefixtures("alarm_guard")
@@ -26,7 +29,8 @@ class Recording:
         self.seen = []
 
     def __getattr__(self, name):
-        return lambda *args: self.seen.append((name, *args[:-1]))  # drop the timer start
+        keep = None if name == "new_keyboard" else -1  # the others end with a timer start
+        return lambda *args: self.seen.append((name, *args[:keep]))
 
 
 def x_event(kind: int, detail: int, ms: int, x: int, y: int, state: int = 0,
@@ -70,6 +74,44 @@ def test_events_are_parsed_at_their_fixed_offsets():
         ("click", 5008 * ms, 12, 22, Button.RIGHT, False, True),
         ("scroll", 5009 * ms, 13, 23, False),
         ("click", 5010 * ms, 15, 25, Button.NONE, True, False)]
+
+
+def xi_key_event(kind: int, detail: int, ms: int, device: int) -> bytes:
+    """A 32-byte XInput 1 DeviceKeyPress/Release: the core layout, the device id last."""
+    return x_event(kind, detail, ms, 0, 0)[:31] + bytes([device])
+
+
+def test_each_key_takes_the_device_of_the_slave_event_before_it():
+    """Per key the server records the slave's XInput event, the core event, the master's
+    XInput event. 8 is a keyboard, 5 XTest's (software), 12 an allowed scanner."""
+    from agent.sources.xdevices import KeyOrigins
+    source = Recording()
+    rec = reader(source)
+    rec._xi_press = 67
+    names = {8: ("AT keyboard", False), 5: ("Virtual core XTEST keyboard", True),
+             12: ("Honeywell scanner", False)}
+    rec.origins = KeyOrigins(names.get, allow=("honeywell*",))
+    master = 3
+    data = bytearray(32)
+    for device, kind, ms in [(8, 2, 100), (8, 3, 110), (8, 2, 120), (5, 2, 130), (5, 3, 131),
+                             (12, 2, 140), (12, 3, 141), (8, 3, 150)]:
+        data += xi_key_event(kind + 65, 38, ms, device) + x_event(kind, 38, ms, 0, 0) \
+            + xi_key_event(kind + 65, 38, ms, master | 0x80)
+    data += x_event(2, 38, 160, 0, 0)  # no slave event before it: judged, no device known
+    rec.events(data, 32, len(data), 160 * 1_000_000)
+    ms = 1_000_000
+    key = ("x", 38)
+    assert source.seen == [
+        ("new_keyboard", 100 * ms, False),   # 8 types for the first time
+        ("key_down", 100 * ms, key, KeyClass.LEFT_LETTER, False),
+        ("key_up", 110 * ms, key, KeyClass.LEFT_LETTER, False),
+        ("key_down", 120 * ms, key, KeyClass.LEFT_LETTER, False),
+        ("new_keyboard", 130 * ms, True),       # XTest's first key: software's
+        ("key_down", 130 * ms, key, KeyClass.LEFT_LETTER, True),
+        ("key_up", 131 * ms, key, KeyClass.LEFT_LETTER, True),
+        ("key_up", 150 * ms, key, KeyClass.LEFT_LETTER, False),  # the scanner's: not passed on
+        ("key_down", 160 * ms, key, KeyClass.LEFT_LETTER, False)]
+    assert rec.allowed_keys == 1
 
 
 def test_server_time_maps_onto_the_monotonic_clock():
@@ -128,6 +170,11 @@ def test_records_real_input_into_a_live_source_and_stops(recording):
     typer.button(5, False)
     assert wait_for(lambda: source.queue.qsize() >= 12), source.queue.qsize()
     events = drain(source)
+    # XTest's keyboard types here for the first time: a NEW_KEYBOARD first, and its keys are
+    # software's (the XTEST device), as pynput's hooks report software input elsewhere
+    assert (events[0].kind, events[0].injected) == (Kind.NEW_KEYBOARD, True)
+    assert [e.kind for e in events].count(Kind.NEW_KEYBOARD) == 1
+    assert all(e.injected for e in events if e.is_key)
     keys = [(e.kind, e.key) for e in events if e.is_key]
     assert keys == [(Kind.DOWN, KeyClass.LEFT_LETTER), (Kind.DOWN, KeyClass.MODIFIER),
                     (Kind.DOWN, KeyClass.PUNCTUATION), (Kind.UP, KeyClass.PUNCTUATION),
@@ -135,7 +182,8 @@ def test_records_real_input_into_a_live_source_and_stops(recording):
                     (Kind.DOWN, KeyClass.ENTER), (Kind.UP, KeyClass.ENTER)]
     downs = {e.press_id for e in events if e.kind == Kind.DOWN}
     assert downs == {e.press_id for e in events if e.kind == Kind.UP}  # each release paired
-    pointer = [(e.kind, e.x, e.y, e.button) for e in events if not e.is_key]
+    pointer = [(e.kind, e.x, e.y, e.button) for e in events
+               if not e.is_key and e.kind != Kind.NEW_KEYBOARD]
     assert pointer == [(Kind.MOVE, 100, 200, Button.NONE),
                        (Kind.PRESS, 100, 200, Button.LEFT),
                        (Kind.RELEASE, 100, 200, Button.LEFT),
@@ -172,8 +220,9 @@ def test_server_timed_replay_keeps_a_payloads_timing(recording):
         cls = (KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER)[i % 2]
         payload += [Event(t, Kind.DOWN, cls, i), Event(t + 3 * 10**6, Kind.UP, cls, i)]
     typer.replay_server_timed(payload)
-    assert wait_for(lambda: source.queue.qsize() >= len(payload))
-    events = drain(source)
+    assert wait_for(lambda: source.queue.qsize() >= len(payload) + 1)
+    attach, *events = drain(source)  # XTest's keyboard types here for the first time
+    assert attach.kind == Kind.NEW_KEYBOARD
     assert [(e.kind, e.key) for e in events] == [(e.kind, e.key) for e in payload]
     downs = [e.t_ns for e in events if e.kind == Kind.DOWN]
     holds = [up.t_ns - down.t_ns for down, up in zip(events[::2], events[1::2])]
@@ -191,3 +240,86 @@ def test_no_display_raises_at_start(monkeypatch):
     with pytest.raises(DisplayError):
         rec.start()
     assert not rec.is_alive()
+
+
+def _tap(typer, press_id: int) -> None:
+    typer.press(KeyClass.LEFT_LETTER, press_id)
+    typer.release(press_id)
+
+
+def _device_ids(display_name: str, prefix: str) -> list[int]:
+    from Xlib import display
+    from Xlib.ext import xinput
+    x = display.Display(display_name)
+    try:
+        return sorted(d.deviceid for d in x.xinput_query_device(xinput.AllDevices).devices
+                      if d.name.startswith(prefix))
+    finally:
+        x.close()
+
+
+@pytest.mark.skipif(not shutil.which("xinput"), reason="needs xinput (apt-get install xinput)")
+def test_a_keyboard_that_never_typed_here_starts_with_a_new_keyboard_event(recording):
+    """On a real X server: a second master's XTEST keyboard (``xinput create-master``) is a
+    device that has not typed yet, so a NEW_KEYBOARD event comes before its first key and none before its
+    second; the first keyboard typing again brings none. When the server gives a removed
+    device's id to a new one (the watch reports both), the new one starts afresh."""
+    from agent.sources.keyboards import XKeyboardWatch
+    server, source, rec, typer = recording
+    env = {**os.environ, "DISPLAY": server.name}
+    watch = XKeyboardWatch(lambda: None, rec.forget_device)
+    watch.start()
+
+    def kinds_after(act) -> list:
+        act()
+        assert wait_for(lambda: not source.queue.empty(), 5)
+        time.sleep(3 * READ_S)
+        return [(e.kind, e.injected) for e in drain(source)]
+
+    try:
+        down, up = (Kind.DOWN, True), (Kind.UP, True)   # XTest's keys: software's
+        assert kinds_after(lambda: _tap(typer, 1)) == [(Kind.NEW_KEYBOARD, True), down, up]
+        subprocess.run(["xinput", "create-master", "Ducky"], env=env, check=True)
+        first = _device_ids(server.name, "Ducky")
+        typer.through("Ducky")
+        assert kinds_after(lambda: _tap(typer, 2)) == [(Kind.NEW_KEYBOARD, True), down, up]
+        assert kinds_after(lambda: _tap(typer, 3)) == [down, up]
+        typer.through("Virtual core")
+        assert kinds_after(lambda: _tap(typer, 4)) == [down, up]
+        subprocess.run(["xinput", "remove-master", "Ducky pointer"], env=env, check=True)
+        subprocess.run(["xinput", "create-master", "Ducky"], env=env, check=True)
+        assert _device_ids(server.name, "Ducky") == first          # the same ids, given again
+        typer.through("Ducky")
+        assert kinds_after(lambda: _tap(typer, 5)) == [(Kind.NEW_KEYBOARD, True), down, up]
+    finally:
+        watch.stop()
+        subprocess.run(["xinput", "remove-master", "Ducky pointer"], env=env, check=False)
+    rec.stop()
+    typer.close()
+
+
+@pytest.mark.skipif(not shutil.which("xinput"), reason="needs xinput (apt-get install xinput)")
+def test_keys_of_an_allowed_keyboard_never_reach_the_queue(recording):
+    """The policy's allowlist names a keyboard (any case, shell pattern): its keys are counted
+    and dropped at the hook; another keyboard's keys still arrive."""
+    server, _, first, typer = recording
+    first.stop()
+    source = LiveSource()
+    rec = InputRecorder(source, allow=("DUCKY xtest*",))
+    rec.start()
+    env = {**os.environ, "DISPLAY": server.name}
+    subprocess.run(["xinput", "create-master", "Ducky"], env=env, check=True)
+    try:
+        typer.through("Ducky")
+        for press_id in range(5):
+            _tap(typer, press_id)
+        typer.through("Virtual core")
+        _tap(typer, 9)
+        assert wait_for(lambda: source.queue.qsize() >= 3, 5)
+        time.sleep(3 * READ_S)
+        assert [e.kind for e in drain(source)] == [Kind.NEW_KEYBOARD, Kind.DOWN, Kind.UP]
+        assert rec.allowed_keys == 5
+    finally:
+        subprocess.run(["xinput", "remove-master", "Ducky pointer"], env=env, check=False)
+    rec.stop()
+    typer.close()

@@ -17,6 +17,12 @@ from pathlib import Path
 
 from agent.events import Button, Event, KeyClass, Kind
 
+#: Settings for an agent that :class:`XTyper` types into. XTest is how software types, so the
+#: X hooks report its keys as injected and, by default, set them aside (``injection_allow_software``);
+#: where XTest stands in for the user's hands, or for a USB injector, the agent must judge and
+#: learn them.
+XTEST_AS_KEYBOARD = "injection_allow_software = false\n"
+
 KEYSYMS = {
     KeyClass.LEFT_LETTER: ("f", "d", "s", "e"),
     KeyClass.RIGHT_LETTER: ("j", "k", "l", "i"),
@@ -57,6 +63,24 @@ class XTyper:
         code = next((c for c in codes if c not in busy), codes[0])
         self._held[press_id] = code
         self._key(True, code, delay_ms)
+
+    def through(self, master: str = "Virtual core") -> None:
+        """Type from now on through the XTEST keyboard of another master (one that ``xinput
+        create-master NAME`` made): the X server then names that device as the one typing.
+        XTest sends a client's keys to its client pointer's keyboard (XISetClientPointer)."""
+        from Xlib.ext import xinput
+        from Xlib.protocol import rq
+
+        class SetClientPointer(rq.Request):
+            _request = rq.Struct(rq.Card8("opcode"), rq.Opcode(44), rq.RequestLength(),
+                                 rq.Window("window"), rq.Card16("deviceid"), rq.Pad(2))
+
+        pointers = {d.name: d.deviceid for d in
+                    self.display.xinput_query_device(xinput.AllMasterDevices).devices}
+        SetClientPointer(display=self.display.display, window=0,
+                         opcode=self.display.display.get_extension_major(xinput.extname),
+                         deviceid=pointers[f"{master} pointer"])
+        self.display.sync()
 
     def release(self, press_id: int, delay_ms: int = 0) -> None:
         code = self._held.pop(press_id, None)

@@ -24,7 +24,9 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     machine speed, or GUI+r, the pause a payload leaves for the Run box, then 5 keys. A hand
     on a keyboard it has just plugged in does not open that fast; the Aalto bursts above come
     mid-sentence (the earliest completes 4 gaps at a sentence's 9th key), so even if every one
-    of the 16,000 streams began on a keyboard attached just before, none would match.
+    of the 16,000 streams began on a keyboard attached just before, none would match. On X11
+    a ``NEW_KEYBOARD`` event (a keyboard's first key since the agent started) opens the same
+    window: an injector plugged in earlier, or lying dormant, is still a keyboard of its own.
 ``steady_burst``
     ``steady_burst_gaps`` press-to-press gaps in a row, each <= ``burst_gap_ms`` and all within
     ``steady_burst_range_ms`` (2 ms) of each other: a machine's fixed delay at machine speed
@@ -69,7 +71,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 
-from agent.events import Event, Kind
+from agent.events import ARRIVALS, Event, Kind
 
 _NS_PER_MS = 1_000_000
 _MAX_HELD = 32          # pending presses kept for pairing; older ones are forgotten
@@ -199,11 +201,11 @@ class InjectionDetector:
 
     def observe(self, event: Event) -> Detection | None:
         kind = event.kind
-        if kind != Kind.DOWN and kind != Kind.UP:
-            if kind == Kind.ATTACH:
-                self._new_keyboard_keys = self.policy.new_keyboard_keys
-            return None
         if event.injected and self.policy.allow_software_injected:
+            return None
+        if kind != Kind.DOWN and kind != Kind.UP:
+            if kind in ARRIVALS:
+                self._new_keyboard_keys = self.policy.new_keyboard_keys
             return None
         t = event.t_ns
         if self._last_t is not None and t < self._last_t:

@@ -2,7 +2,9 @@
 
 A Rubber Ducky enumerates as a keyboard moments before it types. Each watch here calls
 ``on_attach()`` for every keyboard that appears, from a thread of its own, and hands over
-nothing else: never a device's name, vendor or id.
+nothing else: never a device's name or vendor. The X watch also calls ``on_change(id)`` with
+the X server's id of each device added or removed, so the X hooks forget what they knew under
+that id (:mod:`agent.sources.xdevices`).
 
 - X11 (:class:`XKeyboardWatch`): the server tells its clients about every input device it adds
   with an XInput 2 ``HierarchyChanged`` event on the root window; an entry flagged
@@ -31,6 +33,7 @@ from collections.abc import Callable
 log = logging.getLogger(__name__)
 
 SLAVE_ADDED = 1 << 2      # XISlaveAdded (XI2 protocol, "HierarchyChanged")
+SLAVE_REMOVED = 1 << 3    # XISlaveRemoved
 SLAVE_KEYBOARD = 4        # XISlaveKeyboard
 POLL_S = 1.0
 
@@ -45,11 +48,21 @@ def keyboards_added(info) -> int:
                if device["flags"] & SLAVE_ADDED and device["type"] == SLAVE_KEYBOARD)
 
 
-class XKeyboardWatch:
-    """Calls ``on_attach()`` for each keyboard the X server adds."""
+def devices_changed(info) -> list[int]:
+    """Ids of the slave devices (of any use) a HierarchyChanged event's ``info`` adds or
+    removes: what was known under those ids is void."""
+    return [device["deviceid"] for device in info
+            if device["flags"] & (SLAVE_ADDED | SLAVE_REMOVED)]
 
-    def __init__(self, on_attach: Callable[[], None]) -> None:
+
+class XKeyboardWatch:
+    """Calls ``on_attach()`` for each keyboard the X server adds, and ``on_change(id)`` for
+    each slave device it adds or removes."""
+
+    def __init__(self, on_attach: Callable[[], None],
+                 on_change: Callable[[int], None] | None = None) -> None:
         self.on_attach = on_attach
+        self.on_change = on_change
         self.error: str | None = None
         self._display = None
         self._thread: threading.Thread | None = None
@@ -102,7 +115,11 @@ class XKeyboardWatch:
                 while display.pending_events():   # reads what the socket holds, never blocks
                     event = display.next_event()
                     if getattr(event, "evtype", None) == xinput.HierarchyChanged:
-                        for _ in range(keyboards_added(event.data["info"])):
+                        info = event.data["info"]
+                        if self.on_change is not None:
+                            for device in devices_changed(info):
+                                self.on_change(device)
+                        for _ in range(keyboards_added(info)):
                             self.on_attach()
                 ready, _, _ = select.select([display.fileno(), self._wake_r], [], [])
                 if self._wake_r in ready:
@@ -234,14 +251,16 @@ def macos_keyboards() -> set[int]:
             cf.CFRelease(ref)
 
 
-def start_watch(on_attach: Callable[[], None], platform: str = sys.platform):
-    """The running keyboard watch for this system, or None (logged) where none can run."""
+def start_watch(on_attach: Callable[[], None], platform: str = sys.platform,
+                on_change: Callable[[int], None] | None = None):
+    """The running keyboard watch for this system, or None (logged) where none can run.
+    ``on_change``: X11 only (the device ids the hooks see are X's)."""
     if platform == "win32":
         watch = PollingKeyboardWatch(on_attach, windows_keyboards)
     elif platform == "darwin":
         watch = PollingKeyboardWatch(on_attach, macos_keyboards)
     else:
-        watch = XKeyboardWatch(on_attach)
+        watch = XKeyboardWatch(on_attach, on_change)
     try:
         watch.start()
     except WatchError as exc:

@@ -82,6 +82,9 @@ class LiveSource:
         self._keyboard = None
         self._mouse = None
         self._attach_watch = None  # sees keyboards plugged in (agent.sources.keyboards)
+        #: names of keyboards whose keys are not passed on (policy ``injection_allow_keyboards``;
+        #: only where the hooks can tell keyboards apart: :attr:`keyboard_identity`)
+        self.allowed_keyboards: tuple[str, ...] = ()
         self._lock = threading.Lock()
 
     # -- callbacks (listener threads) --------------------------------------------------------
@@ -148,9 +151,25 @@ class LiveSource:
         started = time.perf_counter_ns()
         self._put(Event(clock_ns(), Kind.ATTACH), started)
 
+    def new_keyboard(self, t_ns: int, injected: bool) -> None:
+        """A keyboard types here for the first time (its first key comes next): judged as a
+        just-attached one's. ``injected``: it is software's (XTest)."""
+        started = time.perf_counter_ns()
+        self._put(Event(t_ns, Kind.NEW_KEYBOARD, injected=injected), started)
+
     @property
     def watching_keyboards(self) -> bool:
         return self._attach_watch is not None and self._attach_watch.is_alive()
+
+    @property
+    def keyboard_identity(self) -> bool:
+        """Do the hooks know which keyboard typed each key (X11 with XInput)?"""
+        return getattr(self._keyboard, "origins", None) is not None and self.alive()
+
+    @property
+    def allowed_keys(self) -> int:
+        """Key presses of allowed keyboards, not passed on."""
+        return getattr(self._keyboard, "allowed_keys", 0)
 
     # -- lifecycle (the agent's threads) -----------------------------------------------------
     def start(self) -> None:
@@ -163,9 +182,11 @@ class LiveSource:
             if keyboard.Listener.__module__ == "pynput.keyboard._xorg":
                 from agent.sources.xrecord import InputRecorder
                 # one reader for keys and pointer: it stands in both listeners' place
-                self._keyboard = InputRecorder(self, pointer=self.want_mouse)
+                self._keyboard = InputRecorder(self, pointer=self.want_mouse,
+                                               allow=self.allowed_keyboards)
                 self._keyboard.start()
-                self._attach_watch = start_watch(self.keyboard_attached)
+                self._attach_watch = start_watch(self.keyboard_attached,
+                                                 on_change=self._keyboard.forget_device)
                 return
             self._keyboard = keyboard.Listener(on_press=self.on_press,
                                                on_release=self.on_release)

@@ -1,7 +1,8 @@
 """The recording format (EVALUATION.md): ``DIR/<user>/<session>.csv``, sessions by name.
 
-UTF-8 CSV with header ``t_ms,kind,key,x,y,button``. ``kind``: down/up (keyboard) or
-move/press/release/scroll (mouse). ``key`` is a key as pynput names it (``a``, ``Key.space``,
+UTF-8 CSV with header ``t_ms,kind,key,x,y,button``. ``kind``: down/up (keyboard),
+move/press/release/scroll (mouse), or attach/new_keyboard (a keyboard plugged in, or typing
+for the first time: a time and nothing else). ``key`` is a key as pynput names it (``a``, ``Key.space``,
 ``<65>``) or a KeyClass name; it passes the same keymap and pairing as live input and is
 forgotten there. A malformed row is skipped, counted and logged with its file and line (never
 its content); a file that cannot be read at all is an error naming it.
@@ -13,7 +14,7 @@ import csv
 import io
 from pathlib import Path
 
-from agent.events import Button, Event, Kind
+from agent.events import ARRIVALS, Button, Event, Kind
 from agent.keymap import KeyTracker
 from agent.sources.loading import LoadReport, SourceError, UserSessions, require_dir, sample
 
@@ -80,7 +81,7 @@ def _parse(row: list[str], tracker: KeyTracker) -> Event | None:
             return None  # a release whose press was not recorded: nothing to time
         cls, press_id = paired
         return Event(t_ns, kind, cls, press_id)
-    if kind == Kind.ATTACH:
+    if kind in ARRIVALS:
         return Event(t_ns, kind)
     try:
         x, y = float(x_text), float(y_text)
@@ -118,6 +119,6 @@ def write_session(path: Path, events: list[Event]) -> None:
         for e in events:
             key = e.key.name if e.is_key and e.key is not None else ""
             button = "" if e.button == Button.NONE else e.button.name.lower()
-            mouse = not e.is_key and e.kind != Kind.ATTACH
+            mouse = not e.is_key and e.kind not in ARRIVALS
             out.writerow([f"{e.t_ns / 1e6:.3f}", e.kind.name.lower(), key,
                           e.x if mouse else "", e.y if mouse else "", button])

@@ -17,8 +17,17 @@ offset seen so far (the X server on Linux counts on CLOCK_MONOTONIC too, so it i
 A key's keycode and Shift level become a :class:`~agent.events.KeyClass` through a table made
 at start from the server's keyboard mapping and :func:`agent.keymap.from_vk` (AltGr levels are
 read as their base level); the keycode pairs a release with its press inside the keymap's
-tracker and goes nowhere else. ``injected`` is the event's send_event bit, as pynput's xorg
-listener reports it. Linux X11 only; pynput's listeners serve everywhere else.
+tracker and goes nowhere else.
+
+Where the server has XInput, the context also records the XInput 1 DeviceKeyPress/Release
+events. For each key the server records the event of the slave device that typed it (its id in
+the last byte), then the master's core event with the same keycode and time, then the master's
+own XInput event: the core event takes its device from the slave event just before it, and
+:class:`~agent.sources.xdevices.KeyOrigins` says what that device is. Keys typed through XTest
+are ``injected`` (as pynput's hooks report software input on Windows and macOS; the core
+event's send_event bit never is set for them); keys of a keyboard the policy allows are not
+passed on at all; a device's first key is preceded by a ``NEW_KEYBOARD`` event.
+Linux X11 only; pynput's listeners serve everywhere else.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import time
 
 from agent.events import Button, KeyClass
 from agent.keymap import from_vk
+from agent.sources.xdevices import ALLOWED, SOFTWARE, KeyOrigins, x_describe
 
 KEY_PRESS, KEY_RELEASE, BUTTON_PRESS, BUTTON_RELEASE, MOTION_NOTIFY = 2, 3, 4, 5, 6
 SHIFT_MASK = 1
@@ -41,6 +51,8 @@ _ENABLE_CONTEXT = 5
 _HEADER = struct.Struct("=BBHI")         # reply: 1, category, sequence, length (4-byte units)
 _EVENT = struct.Struct("=BBxxI12xhh4xH")  # type, detail, time, (windows), root x, y, state
 _EVENT_SIZE = 32
+_DEVICE_BYTE = 31                        # XInput 1 device event: device id (| 0x80: more follow)
+_XI_KEY_PRESS = 1                        # DeviceKeyPress: XInput's first event + 1, then Release
 _WRAP_MS = 1 << 32
 
 
@@ -65,9 +77,12 @@ class InputRecorder:
     ``click``, ``scroll``) from a thread of its own. ``start()`` raises when there is no X
     display or no RECORD extension."""
 
-    def __init__(self, source, pointer: bool = True) -> None:
+    def __init__(self, source, pointer: bool = True, allow: tuple[str, ...] = ()) -> None:
         self.source = source
         self.pointer = pointer
+        self.allow = tuple(allow)          # names of keyboards whose keys are not passed on
+        self.origins: KeyOrigins | None = None   # None: the server cannot say which device
+        self.allowed_keys = 0
         self.error: str | None = None
         self._thread: threading.Thread | None = None
         self._control = self._record = None
@@ -77,6 +92,8 @@ class InputRecorder:
         self._last_ms = 0
         self._last_ns = 0
         self._wraps = 0
+        self._xi_press = -1                # XInput's DeviceKeyPress code, -1: not recorded
+        self._xi_key: tuple[int, int, int] | None = None  # last one's (keycode, time, device)
 
     def start(self) -> None:
         from Xlib import display
@@ -87,11 +104,18 @@ class InputRecorder:
             raise RecordError("the X server has no RECORD extension")
         self._classes = key_classes(self._control)
         last = MOTION_NOTIFY if self.pointer else KEY_RELEASE
+        ranges = [(KEY_PRESS, last)]
+        xinput = self._control.query_extension("XInputExtension")
+        if xinput is not None:
+            self._xi_press = xinput.first_event + _XI_KEY_PRESS
+            ranges.append((self._xi_press, self._xi_press + 1))
+            self.origins = KeyOrigins(x_describe(self._control), self.allow)
         self._context = self._control.record_create_context(0, [record.AllClients], [{
             "core_requests": (0, 0), "core_replies": (0, 0),
             "ext_requests": (0, 0, 0, 0), "ext_replies": (0, 0, 0, 0),
-            "delivered_events": (0, 0), "device_events": (KEY_PRESS, last),
-            "errors": (0, 0), "client_started": False, "client_died": False}])
+            "delivered_events": (0, 0), "device_events": events,
+            "errors": (0, 0), "client_started": False, "client_died": False}
+            for events in ranges])
         self._control.sync()
         opcode = self._record.display.get_extension_major("RECORD")
         self._record.display.socket.sendall(struct.pack("=BBHI", opcode, _ENABLE_CONTEXT, 2,
@@ -101,6 +125,11 @@ class InputRecorder:
 
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def forget_device(self, device: int) -> None:
+        """The server added or removed the device with this id (the keyboard watch saw it)."""
+        if self.origins is not None:
+            self.origins.forget(device)
 
     def stop(self) -> None:
         """Ask the server to end the recording (on the other connection: the recording one is
@@ -151,15 +180,27 @@ class InputRecorder:
         source."""
         if end - start < _EVENT_SIZE:
             return
-        source = self.source
+        source, xi_press = self.source, self._xi_press
         self._calibrate(_EVENT.unpack_from(data, end - _EVENT_SIZE)[2], arrived_ns)
         for offset in range(start, end - _EVENT_SIZE + 1, _EVENT_SIZE):
             began = time.perf_counter_ns()
             kind, detail, ms, x, y, state = _EVENT.unpack_from(data, offset)
             injected = bool(kind & 0x80)
             kind &= 0x7F
+            if kind == xi_press or kind == xi_press + 1:
+                self._xi_key = (detail, ms, data[offset + _DEVICE_BYTE] & 0x7F)
+                continue
             t_ns = self._monotonic_ns(ms)
             if kind == KEY_PRESS or kind == KEY_RELEASE:
+                xi = self._xi_key
+                if xi is not None and xi[0] == detail and xi[1] == ms:  # its slave's event
+                    origin = self.origins.origin(xi[2])
+                    if origin == ALLOWED:
+                        self.allowed_keys += kind == KEY_PRESS
+                        continue
+                    injected = injected or origin == SOFTWARE
+                    if kind == KEY_PRESS and self.origins.first_key(xi[2]):
+                        source.new_keyboard(t_ns, injected)
                 cls = self._classes.get((detail, state & SHIFT_MASK), KeyClass.OTHER)
                 (source.key_down if kind == KEY_PRESS else source.key_up)(
                     t_ns, ("x", detail), cls, injected, began)
