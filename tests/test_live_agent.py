@@ -23,7 +23,7 @@ import pytest
 from conftest import stop_agent
 from conftest import wait_for as _wait_for
 
-from agent.evaluation.xreplay import XTEST_AS_KEYBOARD, TrayHost, XTyper
+from agent.evaluation.xreplay import XTEST_AS_HANDS, TrayHost, XTyper
 from agent.features.keystroke import window_vector
 from agent.model.detector import RankShift
 from agent.sources.datasets import aalto
@@ -108,7 +108,7 @@ def scenario(desktop, aalto_dir, tmp_path_factory):
     (home / "config").mkdir()
     (home / "config" / "settings.toml").write_text(
         'locker_command = ["i3lock", "-n"]\ninjection_allow_keyboards = ["scanner xtest*"]\n'
-        + XTEST_AS_KEYBOARD)
+        + XTEST_AS_HANDS)
     genuine, impostor = pick_pair(aalto_dir)
     agent = Agent(home, xserver.name)
     typer = XTyper(xserver.name)

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from agent.events import Kind
-from agent.evaluation.xreplay import XTyper
+from agent.evaluation.xreplay import XTEST_AS_HANDS, XTyper
 from agent.features.mouse import Segmenter
 from agent.sources.datasets import balabit
 
@@ -65,6 +65,8 @@ def test_live_segmentation_matches_the_loader(big_screen, balabit_dir, tmp_path)
            "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
     for name in ("PYNPUT_BACKEND", "PYSTRAY_BACKEND", "DBUS_SESSION_BUS_ADDRESS"):
         env.pop(name, None)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "settings.toml").write_text(XTEST_AS_HANDS)
     agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "--no-tray"], env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)

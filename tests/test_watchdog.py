@@ -19,7 +19,7 @@ import time
 import pytest
 from conftest import XServer, stop_agent, wait_for
 
-from agent.evaluation.xreplay import XTEST_AS_KEYBOARD, XTyper
+from agent.evaluation.xreplay import XTEST_AS_HANDS, XTyper
 from agent.events import KeyClass
 
 pytestmark = [pytest.mark.skipif(not shutil.which("Xvfb"), reason="needs Xvfb"),
@@ -52,7 +52,7 @@ class Running:
     def __init__(self, home, server) -> None:
         self.home, self.server = home, server
         (home / "config").mkdir(exist_ok=True)
-        (home / "config" / "settings.toml").write_text(XTEST_AS_KEYBOARD)
+        (home / "config" / "settings.toml").write_text(XTEST_AS_HANDS)
         self.env = {**os.environ, "DISPLAY": server.name, "CADENCE_HOME": str(home),
                     "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring"}
         for name in ("PYNPUT_BACKEND", "PYSTRAY_BACKEND", "DBUS_SESSION_BUS_ADDRESS"):

@@ -76,29 +76,35 @@ def test_events_are_parsed_at_their_fixed_offsets():
         ("click", 5010 * ms, 15, 25, Button.NONE, True, False)]
 
 
-def xi_key_event(kind: int, detail: int, ms: int, device: int) -> bytes:
-    """A 32-byte XInput 1 DeviceKeyPress/Release: the core layout, the device id last."""
+def xi_event(kind: int, detail: int, ms: int, device: int) -> bytes:
+    """A 32-byte XInput 1 device event (DeviceKeyPress ..): the core layout, the device id
+    last."""
     return x_event(kind, detail, ms, 0, 0)[:31] + bytes([device])
 
 
 def test_each_key_takes_the_device_of_the_slave_event_before_it():
     """Per key the server records the slave's XInput event, the core event, the master's
-    XInput event. 8 is a keyboard, 5 XTest's (software), 12 an allowed scanner."""
+    XInput event. 8 is a keyboard, 5 XTest's (software), 12 an allowed scanner; 6 a mouse and 4
+    XTest's pointer."""
     from agent.sources.xdevices import KeyOrigins
     source = Recording()
     rec = reader(source)
-    rec._xi_press = 67
+    rec._xi_first = 66    # XInput's events: 67 DeviceKeyPress .. 71 DeviceMotionNotify
     names = {8: ("AT keyboard", False), 5: ("Virtual core XTEST keyboard", True),
-             12: ("Honeywell scanner", False)}
+             12: ("Honeywell scanner", False), 6: ("USB mouse", False),
+             4: ("Virtual core XTEST pointer", True)}
     rec.origins = KeyOrigins(names.get, allow=("honeywell*",))
     master = 3
     data = bytearray(32)
     for device, kind, ms in [(8, 2, 100), (8, 3, 110), (8, 2, 120), (5, 2, 130), (5, 3, 131),
                              (12, 2, 140), (12, 3, 141), (8, 3, 150)]:
-        data += xi_key_event(kind + 65, 38, ms, device) + x_event(kind, 38, ms, 0, 0) \
-            + xi_key_event(kind + 65, 38, ms, master | 0x80)
+        data += xi_event(kind + 65, 38, ms, device) + x_event(kind, 38, ms, 0, 0) \
+            + xi_event(kind + 65, 38, ms, master | 0x80)
     data += x_event(2, 38, 160, 0, 0)  # no slave event before it: judged, no device known
-    rec.events(data, 32, len(data), 160 * 1_000_000)
+    for device, ms in [(6, 170), (4, 180)]:
+        data += xi_event(71, 0, ms, device | 0x80) + x_event(6, 0, ms, 5, 6) \
+            + xi_event(71, 0, ms, 2)
+    rec.events(data, 32, len(data), 180 * 1_000_000)
     ms = 1_000_000
     key = ("x", 38)
     assert source.seen == [
@@ -110,7 +116,9 @@ def test_each_key_takes_the_device_of_the_slave_event_before_it():
         ("key_down", 130 * ms, key, KeyClass.LEFT_LETTER, True),
         ("key_up", 131 * ms, key, KeyClass.LEFT_LETTER, True),
         ("key_up", 150 * ms, key, KeyClass.LEFT_LETTER, False),  # the scanner's: not passed on
-        ("key_down", 160 * ms, key, KeyClass.LEFT_LETTER, False)]
+        ("key_down", 160 * ms, key, KeyClass.LEFT_LETTER, False),
+        ("move", 170 * ms, 5, 6, False),
+        ("move", 180 * ms, 5, 6, True)]                           # XTest's pointer
     assert rec.allowed_keys == 1
 
 
@@ -170,11 +178,12 @@ def test_records_real_input_into_a_live_source_and_stops(recording):
     typer.button(5, False)
     assert wait_for(lambda: source.queue.qsize() >= 12), source.queue.qsize()
     events = drain(source)
-    # XTest's keyboard types here for the first time: a NEW_KEYBOARD first, and its keys are
-    # software's (the XTEST device), as pynput's hooks report software input elsewhere
+    # XTest's keyboard types here for the first time: a NEW_KEYBOARD first, and its keys and
+    # pointer are software's (the XTEST devices), as pynput's hooks report software input on
+    # Windows and macOS
     assert (events[0].kind, events[0].injected) == (Kind.NEW_KEYBOARD, True)
     assert [e.kind for e in events].count(Kind.NEW_KEYBOARD) == 1
-    assert all(e.injected for e in events if e.is_key)
+    assert all(e.injected for e in events)
     keys = [(e.kind, e.key) for e in events if e.is_key]
     assert keys == [(Kind.DOWN, KeyClass.LEFT_LETTER), (Kind.DOWN, KeyClass.MODIFIER),
                     (Kind.DOWN, KeyClass.PUNCTUATION), (Kind.UP, KeyClass.PUNCTUATION),
@@ -209,9 +218,9 @@ def test_server_timed_replay_keeps_a_payloads_timing(recording):
     """XTyper.replay_server_timed: the X server spaces the keys (XTest's delay), so the
     recorded holds and gaps are the payload's, not this process's scheduling."""
     _, source, rec, typer = recording
-    for i in range(20):  # the reader settles its server-to-monotonic offset on first input
-        typer.move(1 + i % 2, 1)
-        time.sleep(0.02)
+    for i in range(10):  # the reader settles its server-to-monotonic offset on first input:
+        typer.move(1 + i % 2, 1)  # a move it waits for in recv, so it reads it at once
+        time.sleep(2 * READ_S)
     time.sleep(0.2)
     drain(source)
     payload, t = [], 0

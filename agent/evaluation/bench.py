@@ -370,7 +370,7 @@ class AgentChild:
 
 
 def _prepare_home(home: Path, profile) -> dict:
-    from agent.evaluation.xreplay import XTEST_AS_KEYBOARD
+    from agent.evaluation.xreplay import XTEST_AS_HANDS
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYNPUT_BACKEND", "PYSTRAY_BACKEND", "DBUS_SESSION_BUS_ADDRESS")}
     env.update({"CADENCE_HOME": str(home), "MPLCONFIGDIR": str(home / "mpl"),
@@ -378,7 +378,7 @@ def _prepare_home(home: Path, profile) -> dict:
                 "PYTHONDONTWRITEBYTECODE": "1"})
     (home / "config").mkdir(parents=True)
     (home / "config" / "settings.toml").write_text(
-        'action = "observe"\ninjection_action = "observe"\n' + XTEST_AS_KEYBOARD)
+        'action = "observe"\ninjection_action = "observe"\n' + XTEST_AS_HANDS)
     blob = home / "profile.json"
     blob.write_bytes(profile.to_json())
     # the key is made in a child with the key-file store: never touch the user's OS keyring

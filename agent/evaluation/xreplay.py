@@ -17,11 +17,11 @@ from pathlib import Path
 
 from agent.events import Button, Event, KeyClass, Kind
 
-#: Settings for an agent that :class:`XTyper` types into. XTest is how software types, so the
-#: X hooks report its keys as injected and, by default, set them aside (``injection_allow_software``);
-#: where XTest stands in for the user's hands, or for a USB injector, the agent must judge and
-#: learn them.
-XTEST_AS_KEYBOARD = "injection_allow_software = false\n"
+#: Settings for an agent that :class:`XTyper` types and moves into. XTest is how software types
+#: and moves, so the X hooks report its input as injected and, by default, set it aside
+#: (``injection_allow_software``); where XTest stands in for the user's hands, or for a USB
+#: injector, the agent must judge and learn it.
+XTEST_AS_HANDS = "injection_allow_software = false\n"
 
 KEYSYMS = {
     KeyClass.LEFT_LETTER: ("f", "d", "s", "e"),

@@ -19,14 +19,15 @@ at start from the server's keyboard mapping and :func:`agent.keymap.from_vk` (Al
 read as their base level); the keycode pairs a release with its press inside the keymap's
 tracker and goes nowhere else.
 
-Where the server has XInput, the context also records the XInput 1 DeviceKeyPress/Release
-events. For each key the server records the event of the slave device that typed it (its id in
-the last byte), then the master's core event with the same keycode and time, then the master's
-own XInput event: the core event takes its device from the slave event just before it, and
-:class:`~agent.sources.xdevices.KeyOrigins` says what that device is. Keys typed through XTest
-are ``injected`` (as pynput's hooks report software input on Windows and macOS; the core
-event's send_event bit never is set for them); keys of a keyboard the policy allows are not
-passed on at all; a device's first key is preceded by a ``NEW_KEYBOARD`` event.
+Where the server has XInput, the context also records the XInput 1 device events
+(DeviceKeyPress .. DeviceMotionNotify). For each key, button or motion the server records the
+event of the slave device that made it (its id in the last byte), then the master's core event
+with the same detail and time, then the master's own XInput event: the core event takes its
+device from the slave event just before it, and :class:`~agent.sources.xdevices.KeyOrigins`
+says what that device is. Input made through XTest is ``injected`` (as pynput's hooks report
+software input on Windows and macOS; the core event's send_event bit is never set for it);
+keys of a keyboard the policy allows are not passed on at all; a device's first key is
+preceded by a ``NEW_KEYBOARD`` event.
 Linux X11 only; pynput's listeners serve everywhere else.
 """
 
@@ -52,7 +53,9 @@ _HEADER = struct.Struct("=BBHI")         # reply: 1, category, sequence, length 
 _EVENT = struct.Struct("=BBxxI12xhh4xH")  # type, detail, time, (windows), root x, y, state
 _EVENT_SIZE = 32
 _DEVICE_BYTE = 31                        # XInput 1 device event: device id (| 0x80: more follow)
-_XI_KEY_PRESS = 1                        # DeviceKeyPress: XInput's first event + 1, then Release
+# XInput 1's DeviceKeyPress .. DeviceMotionNotify are its first event + 1 .. 5, in the order of
+# the core KeyPress (2) .. MotionNotify (6): the core code is the offset + 1
+_XI_CORE = 1
 _WRAP_MS = 1 << 32
 
 
@@ -92,8 +95,9 @@ class InputRecorder:
         self._last_ms = 0
         self._last_ns = 0
         self._wraps = 0
-        self._xi_press = -1                # XInput's DeviceKeyPress code, -1: not recorded
-        self._xi_key: tuple[int, int, int] | None = None  # last one's (keycode, time, device)
+        self._xi_first = 1 << 8            # XInput's first event code (none above it: not recorded)
+        self._xi_last = (0, 0, 0, 0)       # the last XInput event's (core code, detail, time,
+                                           # device)
 
     def start(self) -> None:
         from Xlib import display
@@ -107,8 +111,8 @@ class InputRecorder:
         ranges = [(KEY_PRESS, last)]
         xinput = self._control.query_extension("XInputExtension")
         if xinput is not None:
-            self._xi_press = xinput.first_event + _XI_KEY_PRESS
-            ranges.append((self._xi_press, self._xi_press + 1))
+            self._xi_first = xinput.first_event
+            ranges.append((self._xi_first + KEY_PRESS - _XI_CORE, self._xi_first + last - _XI_CORE))
             self.origins = KeyOrigins(x_describe(self._control), self.allow)
         self._context = self._control.record_create_context(0, [record.AllClients], [{
             "core_requests": (0, 0), "core_replies": (0, 0),
@@ -180,27 +184,29 @@ class InputRecorder:
         source."""
         if end - start < _EVENT_SIZE:
             return
-        source, xi_press = self.source, self._xi_press
+        source, xi_first = self.source, self._xi_first
         self._calibrate(_EVENT.unpack_from(data, end - _EVENT_SIZE)[2], arrived_ns)
         for offset in range(start, end - _EVENT_SIZE + 1, _EVENT_SIZE):
             began = time.perf_counter_ns()
             kind, detail, ms, x, y, state = _EVENT.unpack_from(data, offset)
             injected = bool(kind & 0x80)
             kind &= 0x7F
-            if kind == xi_press or kind == xi_press + 1:
-                self._xi_key = (detail, ms, data[offset + _DEVICE_BYTE] & 0x7F)
+            if kind > xi_first:   # an XInput device event: which device, for the core one next
+                self._xi_last = (kind - xi_first + _XI_CORE, detail, ms,
+                                 data[offset + _DEVICE_BYTE] & 0x7F)
                 continue
+            xi = self._xi_last
+            origin = None
+            if xi[0] == kind and xi[1] == detail and xi[2] == ms:  # its slave device's event
+                origin = self.origins.origin(xi[3])
+                injected = injected or origin == SOFTWARE
             t_ns = self._monotonic_ns(ms)
             if kind == KEY_PRESS or kind == KEY_RELEASE:
-                xi = self._xi_key
-                if xi is not None and xi[0] == detail and xi[1] == ms:  # its slave's event
-                    origin = self.origins.origin(xi[2])
-                    if origin == ALLOWED:
-                        self.allowed_keys += kind == KEY_PRESS
-                        continue
-                    injected = injected or origin == SOFTWARE
-                    if kind == KEY_PRESS and self.origins.first_key(xi[2]):
-                        source.new_keyboard(t_ns, injected)
+                if origin == ALLOWED:
+                    self.allowed_keys += kind == KEY_PRESS
+                    continue
+                if origin is not None and kind == KEY_PRESS and self.origins.first_key(xi[3]):
+                    source.new_keyboard(t_ns, injected)
                 cls = self._classes.get((detail, state & SHIFT_MASK), KeyClass.OTHER)
                 (source.key_down if kind == KEY_PRESS else source.key_up)(
                     t_ns, ("x", detail), cls, injected, began)
