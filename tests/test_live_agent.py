@@ -304,7 +304,11 @@ def test_an_injector_is_locked_on_its_5th_key_even_after_the_user_types_on(scena
         assert wait_for(lambda: len(injection_entries(agent)) > before, 10), story(agent)
         found = injection_entries(agent)[-1]
         assert found["rule"] == "new_keyboard"
-        assert all(4 <= gap <= 6 for gap in found["recent_gaps_ms"][-4:]), found
+        # locked on the device's 5th key: the last 4 gaps are the payload's, the one before
+        # them the pause after the user's last key. (The server keeps a 5 ms delay from its
+        # last time stamp, which a loaded server has left stale or passed: not exactly 5 ms.)
+        gaps = found["recent_gaps_ms"]
+        assert max(gaps[-4:]) <= 25 < gaps[-5], gaps
         assert wait_for(lambda: x_keyboard_grab_status(display) == X.AlreadyGrabbed, 10), \
             story(agent)
     finally:
