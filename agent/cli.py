@@ -318,9 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "keystroke injection: human false positives, keys to detect")
     inj.add_argument("--sensitivity", choices=["relaxed", "balanced", "strict"],
                      default="balanced", help="injection rule preset (default balanced)")
-    inj.add_argument("--keyboard-attached", action="store_true",
-                     help="the injector is seen attaching, and every human stream opens on a "
-                          "keyboard attached just before (the worst case for false positives)")
+    inj.add_argument("--keyboard-attached", action=argparse.BooleanOptionalAction, default=True,
+                     help="the injector is seen attaching, as the agent sees a USB keyboard "
+                          "arrive, and every human stream opens on a keyboard attached just "
+                          "before: the worst case for false positives (default); "
+                          "--no-keyboard-attached: timing alone")
 
     run = commands.add_parser("run", help="start the agent (tray included)")
     run.add_argument("--no-tray", action="store_true", help="headless: no tray icon")

@@ -4,8 +4,8 @@ group of participants: does a margin seen on some people hold on people not seen
 The participants are split into ``--parts`` groups in file order. For each group and each knob
 of :data:`agent.features.injection.PRESETS` ``["balanced"]`` (the others at their defaults), the
 script finds the loosest value that flags none of the group's human streams (each sentence, and
-the sentences back to back, as ``cadence eval injection`` counts them; for ``new_keyboard_keys``
-every stream opens on a keyboard attached just before it, the worst case). If the groups
+the sentences back to back, as ``cadence eval injection`` counts them; for the new-keyboard
+knobs every stream opens on a keyboard attached just before it, the worst case). If the groups
 disagree widely, a threshold fitted on one group would flag people in another.
 
     python scripts/injection_margins.py DIR [--parts 2] [--json]
@@ -25,7 +25,8 @@ from agent.sources.datasets import aalto
 from agent.sources.loading import UserSessions
 
 #: knob -> the values tried, loosest first (fewer gaps, keys or holds is looser, except the
-#: new-keyboard window, where more keys is looser)
+#: new-keyboard window, where more keys, or more gaps at a hand's pace before it closes, is
+#: looser)
 KNOBS: dict[str, range] = {
     "burst_gaps": range(2, 13),
     "steady_burst_gaps": range(2, 6),
@@ -34,7 +35,9 @@ KNOBS: dict[str, range] = {
     "regular_gap_window": range(4, 17, 2),
     "chord_count": range(1, 5),
     "new_keyboard_keys": range(32, 4, -1),
+    "new_keyboard_paced_gaps": range(8, 0, -1),
 }
+NEW_KEYBOARD = ("new_keyboard_keys", "new_keyboard_paced_gaps")
 
 
 def streams(people: list[UserSessions], keyboard_attached: bool = False) -> list:
@@ -45,7 +48,7 @@ def streams(people: list[UserSessions], keyboard_attached: bool = False) -> list
 def loosest(people: list[UserSessions], knob: str) -> int | None:
     """The loosest value of ``knob`` (the balanced rule otherwise) that flags none of
     ``people``'s streams; None if even the tightest tried flags someone."""
-    data = streams(people, keyboard_attached=knob == "new_keyboard_keys")
+    data = streams(people, keyboard_attached=knob in NEW_KEYBOARD)
     for value in KNOBS[knob]:
         policy = replace(PRESETS["balanced"], **{knob: value})
         if not any(scan(stream, policy) for stream in data):

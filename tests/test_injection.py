@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import fields
 
 import numpy as np
@@ -157,18 +159,47 @@ def test_an_attach_seen_late_counts_the_fast_run_so_far():
 
 
 def test_new_keyboard_rule_lapses_after_its_keys():
-    """Past the first ``new_keyboard_keys`` key-downs a keyboard is no longer new: the same
-    5-key burst needs the default's evidence."""
-    prefix = human(30)
+    """Past the first ``new_keyboard_keys`` key-downs a keyboard is no longer new, even one
+    that has only pecked keys seconds apart: the same 5-key burst needs the default's
+    evidence."""
     policy = PRESETS["balanced"]
+    pecks = typing([1500.0] * policy.new_keyboard_keys, [90.0] * policy.new_keyboard_keys)
+    burst = typing([800.0, 4, 3, 3, 3], [3, 2, 2, 2, 2], t0=pecks[-1].t_ns, first_id=1000)
     detector = InjectionDetector(policy)
-    events = [attach_at(prefix[0].t_ns - MS), *prefix]
+    events = [attach_at(pecks[0].t_ns - MS), *pecks, *burst]
     assert [d for d in map(detector.observe, events) if d] == []
-    burst = typing([800.0, 4, 3, 3, 3], [3, 2, 2, 2, 2], t0=prefix[-1].t_ns, first_id=1000)
-    assert [d for d in map(detector.observe, burst) if d] == []
     fresh = InjectionDetector(policy)
-    fired = [d for d in map(fresh.observe, [*prefix, attach_at(prefix[-1].t_ns), *burst]) if d]
+    fired = [d for d in map(fresh.observe, [*pecks, attach_at(pecks[-1].t_ns), *burst]) if d]
     assert [d.rule for d in fired] == ["new_keyboard"]
+
+
+def test_new_keyboard_window_closes_once_a_hand_types_on_it():
+    """Two gaps at a hand's pace on the new keyboard (between a burst's and a pause's) show a
+    person typing: a machine-speed burst after them needs the default's evidence. One such
+    gap (an injector's DELAY) leaves the window open, and so does a pause of a second or
+    more, which is neither."""
+    def after_attach(gaps_ms):
+        keys = typing(gaps_ms, [90.0] * len(gaps_ms))
+        burst = typing([1500.0, 4, 3, 3, 3], [3, 2, 2, 2, 2], t0=keys[-1].t_ns, first_id=1000)
+        return [d.rule for d in map(InjectionDetector().observe,
+                                    [attach_at(T0 - MS), *keys, *burst]) if d]
+    assert after_attach([0.0, 150.0, 180.0]) == []
+    assert after_attach([0.0, 150.0]) == ["new_keyboard"]
+    assert after_attach([0.0, 1200.0, 1100.0]) == ["new_keyboard"]
+    assert after_attach([0.0, 1200.0, 150.0, 1100.0, 180.0]) == []
+
+
+def test_the_gap_from_a_key_typed_before_the_arrival_is_not_the_new_keyboards():
+    """The user types, a keyboard attaches 100 ms later and sends GUI+r 300 ms after the
+    user's last key, then waits 600 ms for the Run box: one DELAY of the new keyboard's own,
+    so the string's 5th key (the 7th key-down since the arrival) still fires."""
+    prefix = human(30)
+    last = max(e.t_ns for e in prefix)
+    opener = typing([0.0], [3.0], [KeyClass.LEFT_LETTER], t0=last + 300 * MS, first_id=1000,
+                    chords={0})
+    string = injector(20, 5, t0=last + 900 * MS, first_id=1100)
+    keys, found = keys_to_detect(prefix + [attach_at(last + 100 * MS)], opener + string)
+    assert (keys, found.rule) == (7, "new_keyboard")
 
 
 def test_a_human_on_a_keyboard_just_attached_is_not_flagged():
@@ -494,10 +525,27 @@ def test_real_typists_on_a_keyboard_just_attached_are_not_flagged(twenty_people)
     assert result["human_false_positives"] == 0
     for name in ("1ms", "5ms", "10ms", "20ms"):
         assert result[f"keys_to_detect_{name}"] == 5.0 and result[f"missed_{name}_pct"] == 0.0
-    plain = protocol.evaluate(twenty_people, seed=2)
+    plain = protocol.evaluate(twenty_people, seed=2, keyboard_attached=False)
+    assert plain["keyboard_attached"] is False
     assert plain["keys_to_detect_5ms"] > 5              # the attach is what buys the 5th key
     assert result["keys_to_detect_jitter"] == plain["keys_to_detect_jitter"]
     assert any("attached" in line for line in protocol.summary_lines(result))
+    assert any("timing alone" in line for line in protocol.summary_lines(plain))
+
+
+def test_the_eval_command_sees_the_injector_arrive_unless_told_not_to(aalto_dir):
+    """``cadence eval injection``: by default the injector arrives as the agent sees it (and
+    every human stream opens on a new keyboard); ``--no-keyboard-attached`` is timing alone."""
+    def run(*flags):
+        out = subprocess.run([sys.executable, "-m", "agent", "eval", "injection", str(aalto_dir),
+                              "--format", "aalto", "--users", "8", "--seed", "3", "--json",
+                              *flags], capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+    default, timing = run(), run("--no-keyboard-attached")
+    assert default["keyboard_attached"] is True and timing["keyboard_attached"] is False
+    assert default["keys_to_detect_5ms"] == 5.0 < timing["keys_to_detect_5ms"]
+    assert run("--keyboard-attached") == default
 
 
 def test_progress_is_reported_per_person(twenty_people):

@@ -24,7 +24,7 @@ def test_each_group_gets_the_edge_of_its_own_no_flag_region(aalto_dir):
             assert value is not None and values.index(value) <= values.index(row["default"])
             if values.index(value) > 0:
                 looser = replace(PRESETS["balanced"], **{knob: values[values.index(value) - 1]})
-                data = script.streams(group, keyboard_attached=knob == "new_keyboard_keys")
+                data = script.streams(group, keyboard_attached=knob in script.NEW_KEYBOARD)
                 assert any(scan(stream, looser) for stream in data), (knob, value)
 
 
@@ -38,21 +38,34 @@ def test_streams_are_each_session_and_the_day_and_can_open_on_a_new_keyboard(aal
     assert {s[0].kind.name for s in opened} == {"ATTACH"}
 
 
-def test_a_person_with_a_machine_speed_burst_sets_the_edges():
-    """Ten keys at a person's pace, then six more each 5-20 ms after the one before (6 fast
-    gaps from the 10th key on, never steady, held 40 ms): a burst rule needs 7 gaps to pass
-    them, and a new keyboard's window must end before the 14th key (the 4th fast gap)."""
+def person(gaps_ms: list[int]):
+    """One stream of keys pressed ``gaps_ms`` apart, held 40 ms, two key classes."""
     from agent.events import Event, KeyClass, Kind
     from agent.sources.loading import UserSessions
-    script = load_script("injection_margins")
-    gaps = [0] + [200] * 9 + [5, 12, 20, 7, 16, 9]
     events, t = [], 10**12
-    for i, gap in enumerate(gaps):
+    for i, gap in enumerate(gaps_ms):
         t += gap * 10**6
         cls = KeyClass.LEFT_LETTER if i % 2 else KeyClass.RIGHT_LETTER
         events += [Event(t, Kind.DOWN, cls, i), Event(t + 40 * 10**6, Kind.UP, cls, i)]
     events.sort(key=lambda e: e.t_ns)
-    person = UserSessions("synthetic", [events])
-    assert script.loosest([person], "burst_gaps") == 7
-    assert script.loosest([person], "new_keyboard_keys") == 14 - 1
-    assert script.loosest([person], "steady_burst_gaps") == 2      # never steady: any length
+    return UserSessions("synthetic", [events])
+
+
+def test_a_person_with_a_machine_speed_burst_sets_the_edges():
+    """Ten keys pecked 1.5 s apart, then six more each 5-20 ms after the one before (6 fast
+    gaps from the 10th key on, never steady): a burst rule needs 7 gaps to pass them, and a new
+    keyboard's window must end before the 14th key (the 4th fast gap)."""
+    script = load_script("injection_margins")
+    pecker = person([0] + [1500] * 9 + [5, 12, 20, 7, 16, 9])
+    assert script.loosest([pecker], "burst_gaps") == 7
+    assert script.loosest([pecker], "new_keyboard_keys") == 14 - 1
+    assert script.loosest([pecker], "steady_burst_gaps") == 2      # never steady: any length
+
+
+def test_a_person_typing_before_a_burst_sets_the_paced_gaps_edge():
+    """Two gaps at a hand's pace, a pause, then 4 fast gaps ending on the 8th key: a new
+    keyboard's window must close after the 2nd paced gap, or the burst ends inside it."""
+    script = load_script("injection_margins")
+    typist = person([0, 200, 200, 1500, 5, 12, 20, 7])
+    assert script.loosest([typist], "new_keyboard_paced_gaps") == 2
+    assert script.loosest([typist], "new_keyboard_keys") == 32      # closed early: any window

@@ -15,10 +15,13 @@ payload. Timestamps are whole milliseconds, like the dataset's. Injectors:
 - ``jitter``: delays drawn uniformly from 20 to 120 ms between presses (Ducky Script 3's jitter),
   holds of 2 to 8 ms.
 
-With ``keyboard_attached`` the injector is seen arriving, as the agent sees a USB device enumerate:
-an ``ATTACH`` event at the cut, before the pause. The human streams then take the worst case:
-each of them (every sentence, every day stream) opens with an ``ATTACH``, as if the person had
-plugged in a keyboard just before typing it.
+With ``keyboard_attached`` (the default) the injector is seen arriving, as the agent sees a USB
+device enumerate: an ``ATTACH`` event at the cut, before the pause. A USB injector cannot type
+without arriving, and the agent watches for arrivals on every system. The human streams then
+take the worst case: each of them (every sentence, every day stream) opens with an ``ATTACH``,
+as if the person had plugged in a keyboard just before typing it; every stream is judged by
+every rule a stream without it is, and more. Without it, the rule has key timing alone (an
+agent that could not see the keyboard come).
 
 Keys are drawn as a payload looks (a command line): letters, spaces, punctuation, digits, a few
 Enters and Tabs; 12% of characters need Shift, and half the payloads open with GUI+r. A chord is
@@ -230,7 +233,7 @@ def _keys_to_detect(events: list[Event], start: int,
 
 def evaluate(people: list[UserSessions], seed: int = 0,
              progress: Callable[[int], None] | None = None,
-             policy: InjectionPolicy | str | None = None, keyboard_attached: bool = False,
+             policy: InjectionPolicy | str | None = None, keyboard_attached: bool = True,
              ) -> dict:
     """The protocol above over ``people``; deterministic for a seed. Figures per rule."""
     people = [p for p in people if p.sessions]
@@ -298,6 +301,8 @@ def summary_lines(result: dict) -> list[str]:
     """A human summary of :func:`evaluate`'s result: numbers only."""
     attached_note = (", each opening on a keyboard attached just before"
                      if result["keyboard_attached"] else "")
+    injector_note = (", the injector seen attaching" if result["keyboard_attached"]
+                     else ", timing alone (the injector not seen attaching)")
     lines = [
         f"human streams: {result['human_streams']} ({result['users']} people, each sentence "
         f"and all of them back to back{attached_note})",
@@ -307,7 +312,7 @@ def summary_lines(result: dict) -> list[str]:
         f"{result['duckhunt_human_false_positives']} ({result['duckhunt_human_users_flagged']})",
         f"injected payloads: {result['trials_per_injector']} per injector, "
         f"{result['payload_chars']} characters"
-        f"{', the injector seen attaching' if result['keyboard_attached'] else ''}; "
+        f"{injector_note}; "
         "median keys to detection, share missed:",
         f"{'injector':<9}{'cadence':<26}{'ukip (5 keys <= 50 ms)':<26}"
         "duckhunt (mean of 25 < 30 ms)",

@@ -24,7 +24,12 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     machine speed, or GUI+r, the pause a payload leaves for the Run box, then 5 keys. A hand
     on a keyboard it has just plugged in does not open that fast; the Aalto bursts above come
     mid-sentence (the earliest completes 4 gaps at a sentence's 9th key), so even if every one
-    of the 16,000 streams began on a keyboard attached just before, none would match. On X11
+    of the 16,000 streams began on a keyboard attached just before, none would match. The
+    window also closes once the keyboard has typed ``new_keyboard_paced_gaps`` (2) gaps at a
+    hand's pace (over ``burst_gap_ms``, under ``pause_ms``; the gap from a key before the
+    arrival does not count): an injector's keys before its payload are chords (one HID report)
+    and at most one DELAY, a person's are typing; those
+    Aalto bursts all follow a pause after a few keys at a hand's pace. On X11
     a ``NEW_KEYBOARD`` event (a keyboard's first key since the agent started) opens the same
     window: an injector plugged in earlier, or lying dormant, is still a keyboard of its own.
 ``steady_burst``
@@ -87,6 +92,7 @@ class InjectionPolicy:
     burst_gaps: int = 12
     new_keyboard_gaps: int = 4
     new_keyboard_keys: int = 8
+    new_keyboard_paced_gaps: int = 2
     steady_burst_gaps: int = 5
     steady_burst_range_ms: float = 2.0
     short_hold_ms: float = 12.0
@@ -105,7 +111,8 @@ class InjectionPolicy:
     def __post_init__(self) -> None:
         if self.new_keyboard_keys < 0:
             raise ValueError("injection policy: new_keyboard_keys must not be negative (0: off)")
-        for name in ("burst_gaps", "new_keyboard_gaps", "steady_burst_gaps", "short_hold_window",
+        for name in ("burst_gaps", "new_keyboard_gaps", "new_keyboard_paced_gaps",
+                     "steady_burst_gaps", "short_hold_window",
                      "short_hold_count", "uniform_hold_window", "regular_gap_window",
                      "chord_window", "chord_count"):
             if getattr(self, name) < 1:
@@ -184,6 +191,8 @@ class InjectionDetector:
         detection, a lock or a pause."""
         p = self.policy
         self._new_keyboard_keys = 0    # key-downs left in which the new-keyboard rule applies
+        self._arrival = 0              # keys seen when it came, and gaps at a hand's pace since
+        self._paced = 0
         self._last_down_ns: int | None = None
         self._last_down_id = -1
         self._last_down_cls = -1
@@ -206,6 +215,7 @@ class InjectionDetector:
         if kind != Kind.DOWN and kind != Kind.UP:
             if kind in ARRIVALS:
                 self._new_keyboard_keys = self.policy.new_keyboard_keys
+                self._arrival, self._paced = self.keys_observed, 0
             return None
         t = event.t_ns
         if self._last_t is not None and t < self._last_t:
@@ -254,6 +264,10 @@ class InjectionDetector:
         else:
             self._burst = 0
             self._steady.clear()
+            if new_keyboard and gap < p.pause_ms and self.keys_observed > self._arrival + 1:
+                self._paced += 1
+                if self._paced >= p.new_keyboard_paced_gaps:
+                    self._new_keyboard_keys = 0     # a hand has the new keyboard
         if gap < p.pause_ms and len(self._gap_classes) == p.regular_gap_window:
             recent = list(self._gaps)[-p.regular_gap_window:]
             if (max(recent) - min(recent) <= p.regular_gap_range_ms
