@@ -29,7 +29,7 @@ from agent.sources.loading import UserSessions
 #: looser)
 KNOBS: dict[str, range] = {
     "burst_gaps": range(2, 13),
-    "steady_burst_gaps": range(2, 6),
+    "steady_burst_gaps": range(2, 7),
     "short_hold_count": range(2, 14),
     "uniform_hold_window": range(4, 25, 2),
     "regular_gap_window": range(4, 17, 2),

@@ -35,10 +35,11 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
 ``steady_burst``
     ``steady_burst_gaps`` press-to-press gaps in a row, each <= ``burst_gap_ms`` and all within
     ``steady_burst_range_ms`` (2 ms) of each other: a machine's fixed delay at machine speed
-    (5 gaps: 6 keys, and Shift or GUI chords in them, whose keys share one HID report, are not
+    (6 gaps: 7 keys, and Shift or GUI chords in them, whose keys share one HID report, are not
     counted as steps). Two ms allow a millisecond clock and scheduling on either side. The fast
-    runs in the Aalto streams above are never that steady: over 5 gaps their delays spread
-    3 ms or more (gaps of 2-10 ms), so none matches.
+    runs in the Aalto streams above are never that steady: over 5 gaps or more their delays
+    spread 3 ms or more (gaps of 2-10 ms), so none matches; a run of 4 gaps of 3-4 ms is that
+    steady, so 5 gaps would be the edge, and 6 keep a step of margin for people not seen.
 ``short_holds``
     ``short_hold_count`` of the last ``short_hold_window`` released keys held <= ``short_hold_ms``
     (12 ms). A finger needs 30 ms or more to press and lift a key (Aalto: 1% of holds are
@@ -93,7 +94,7 @@ class InjectionPolicy:
     new_keyboard_gaps: int = 4
     new_keyboard_keys: int = 8
     new_keyboard_paced_gaps: int = 2
-    steady_burst_gaps: int = 5
+    steady_burst_gaps: int = 6
     steady_burst_range_ms: float = 2.0
     short_hold_ms: float = 12.0
     short_hold_window: int = 16
@@ -128,8 +129,9 @@ class InjectionPolicy:
 
 
 #: ``balanced`` (default): no detection on any of the 1,000 Aalto typists' streams, a margin above
-#: the machine-speed bursts found in them; injectors at a fixed delay caught in 6 keys (7 with a
-#: Shift among them), jittered or unsteady ones in about 13.
+#: the machine-speed bursts found in them; injectors at a fixed delay caught in 5 keys when their
+#: keyboard is seen arriving, else in 7 (8 with a Shift among them), jittered or unsteady ones in
+#: about 13.
 #: ``strict``: catches any fast injector within 5 or 6 keys, and so also flags the rare burst of
 #: machine-speed keys, autocomplete or a text expander (4 of the 1,000 Aalto typists, as many as
 #: google/ukip).
