@@ -28,8 +28,8 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     window also closes once the keyboard has typed ``new_keyboard_paced_gaps`` (2) gaps at a
     hand's pace (over ``burst_gap_ms``, under ``pause_ms``; the gap from a key before the
     arrival does not count): an injector's keys before its payload are chords (one HID report)
-    and at most one DELAY, a person's are typing; those
-    Aalto bursts all follow a pause after a few keys at a hand's pace. On X11
+    and at most one DELAY, a person's are typing, and those Aalto bursts all follow a pause
+    after keys at a hand's pace (with it, no window up to 32 keys matches any of them). On X11
     a ``NEW_KEYBOARD`` event (a keyboard's first key since the agent started) opens the same
     window: an injector plugged in earlier, or lying dormant, is still a keyboard of its own.
 ``steady_burst``
