@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -26,8 +27,10 @@ from agent.sources.loading import UserSessions
 
 #: knob -> the values tried, loosest first (fewer gaps, keys or holds is looser, except the
 #: new-keyboard window, where more keys, or more gaps at a hand's pace before it closes, is
-#: looser)
-KNOBS: dict[str, range] = {
+#: looser, and the catch-up, where a pause read at more ms a key explains fewer keys)
+KNOBS: dict[str, Sequence[int]] = {
+    "catch_up_keys": range(0, 33),
+    "catch_up_ms": range(400, 40, -20),
     "burst_gaps": range(2, 13),
     "steady_burst_gaps": range(2, 7),
     "short_hold_count": range(2, 14),

@@ -53,13 +53,24 @@ def person(gaps_ms: list[int]):
 
 def test_a_person_with_a_machine_speed_burst_sets_the_edges():
     """Ten keys pecked 1.5 s apart, then six more each 5-20 ms after the one before (6 fast
-    gaps from the 10th key on, never steady): a burst rule needs 7 gaps to pass them, and a new
-    keyboard's window must end before the 14th key (the 4th fast gap)."""
+    gaps from the 10th key on, never steady): a new keyboard's window must end before the 14th
+    key (the 4th fast gap). The pause before them could hold them all: no burst rule sees them."""
     script = load_script("injection_margins")
     pecker = person([0] + [1500] * 9 + [5, 12, 20, 7, 16, 9])
-    assert script.loosest([pecker], "burst_gaps") == 7
     assert script.loosest([pecker], "new_keyboard_keys") == 14 - 1
-    assert script.loosest([pecker], "steady_burst_gaps") == 2      # never steady: any length
+    assert script.loosest([pecker], "burst_gaps") == 2              # caught up: any length
+    assert script.loosest([pecker], "steady_burst_gaps") == 2       # never steady: any length
+    typist = person([0] + [150] * 9 + [5, 12, 20, 7, 16, 9])        # no pause: no catch-up
+    assert script.loosest([typist], "burst_gaps") == 7
+
+
+def test_a_stall_sets_the_catch_up_edges():
+    """A pause of 1 s, then 12 fast gaps, never steady: the burst rule (8 gaps) passes them only
+    if the pause explains 6 keys (its own and 5 fast ones), which it does at 166 ms a key."""
+    script = load_script("injection_margins")
+    stalled = person([0, 150, 150, 1000] + [5, 12, 20, 7, 16, 9] * 2)
+    assert script.loosest([stalled], "catch_up_keys") == 6
+    assert script.loosest([stalled], "catch_up_ms") == 160
 
 
 def test_a_person_typing_before_a_burst_sets_the_paced_gaps_edge():

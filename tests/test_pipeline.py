@@ -120,7 +120,7 @@ def test_a_keyboard_attached_before_an_injection_is_audited_and_locks_on_its_5th
         if any(isinstance(e, Lock) for e in pipeline.feed(event)):
             break
     assert pipeline.status()["verdict"] == "injection"
-    assert keys == (5 if new_keyboard else 7)
+    assert keys == (5 if new_keyboard else 6)
     assert pipeline.enrol_keys == 0
 
 
