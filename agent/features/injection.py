@@ -34,16 +34,15 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     before it types) and ``new_keyboard_gaps`` (4) press-to-press gaps in a row, each <=
     ``burst_gap_ms`` (caught up or not), end within its first ``new_keyboard_keys`` (8)
     key-downs: 5 keys at machine speed, or GUI+r, the pause a payload leaves for the Run box,
-    then 5 keys. A hand
-    on a keyboard it has just plugged in does not open that fast; the Aalto bursts above come
-    mid-sentence (the earliest completes 4 gaps at a sentence's 9th key), so even if every one
-    of the 16,000 streams began on a keyboard attached just before, none would match. The
-    window also closes once the keyboard has typed ``new_keyboard_paced_gaps`` (2) gaps at a
-    hand's pace (over ``burst_gap_ms``, under ``pause_ms``; the gap from a key before the
-    arrival does not count): an injector's keys before its payload are chords (one HID report)
-    and at most one DELAY, a person's are typing, and those Aalto bursts all follow a pause
-    after keys at a hand's pace (with it, no window up to 32 keys matches any of them). On X11
-    a ``NEW_KEYBOARD`` event (a keyboard's first key since the agent started) opens the same
+    then 5 keys. A hand on a keyboard it has just plugged in does not open that fast; the Aalto
+    bursts above come mid-sentence (the earliest completes 4 gaps at a sentence's 9th key), so
+    even if every one of the 16,000 streams began on a keyboard attached just before, none would
+    match. The window also closes once the keyboard has typed ``new_keyboard_paced_gaps`` (2)
+    gaps at a hand's pace (over ``burst_gap_ms``, under ``pause_ms``; the gap from a key before
+    the arrival does not count): an injector's keys before its payload are chords (one HID
+    report) and at most one DELAY, a person's are typing, and those Aalto bursts all follow a
+    pause after keys at a hand's pace (with it, no window up to 32 keys matches any of them). On
+    X11 a ``NEW_KEYBOARD`` event (a keyboard's first key since the agent started) opens the same
     window: an injector plugged in earlier, or lying dormant, is still a keyboard of its own.
 ``steady_burst``
     ``steady_burst_gaps`` press-to-press gaps in a row, each <= ``burst_gap_ms``, not caught up,
