@@ -38,15 +38,17 @@ def test_streams_are_each_session_and_the_day_and_can_open_on_a_new_keyboard(aal
     assert {s[0].kind.name for s in opened} == {"ATTACH"}
 
 
-def person(gaps_ms: list[int]):
-    """One stream of keys pressed ``gaps_ms`` apart, held 40 ms, two key classes."""
+def person(gaps_ms: list[int], holds_ms=(40,)):
+    """One stream of keys pressed ``gaps_ms`` apart, held ``holds_ms`` (in turn), two key
+    classes."""
     from agent.events import Event, KeyClass, Kind
     from agent.sources.loading import UserSessions
     events, t = [], 10**12
     for i, gap in enumerate(gaps_ms):
         t += gap * 10**6
         cls = KeyClass.LEFT_LETTER if i % 2 else KeyClass.RIGHT_LETTER
-        events += [Event(t, Kind.DOWN, cls, i), Event(t + 40 * 10**6, Kind.UP, cls, i)]
+        hold = holds_ms[i % len(holds_ms)] * 10**6
+        events += [Event(t, Kind.DOWN, cls, i), Event(t + hold, Kind.UP, cls, i)]
     events.sort(key=lambda e: e.t_ns)
     return UserSessions("synthetic", [events])
 
@@ -80,3 +82,34 @@ def test_a_person_typing_before_a_burst_sets_the_paced_gaps_edge():
     typist = person([0, 200, 200, 1500, 5, 12, 20, 7])
     assert script.loosest([typist], "new_keyboard_paced_gaps") == 2
     assert script.loosest([typist], "new_keyboard_keys") == 32      # closed early: any window
+
+
+def test_a_stall_queues_the_keys_typed_in_it_and_delivers_them_at_machine_speed():
+    import numpy as np
+    script = load_script("injection_stalls")
+    typist = person([0] + [150, 170, 130, 190, 120, 160] * 10).sessions[0]
+    start = typist[20].t_ns
+    out = script.stalled(typist, start, 1000, np.random.default_rng(0))
+    assert [(e.kind, e.key, e.press_id) for e in out] == [(e.kind, e.key, e.press_id)
+                                                          for e in typist]
+    times = [e.t_ns for e in out]
+    assert times == sorted(times)
+    queued = [i for i, e in enumerate(typist) if start < e.t_ns < start + 10**9]
+    assert len(queued) > 10
+    steps = np.diff([out[i].t_ns for i in queued]) / 1e6
+    assert out[queued[0]].t_ns == start + 10**9 and ((steps >= 1) & (steps <= 4)).all()
+    late = [i for i, e in enumerate(out) if e.t_ns != typist[i].t_ns]
+    assert late[0] == queued[0] and late[-1] < len(typist) - 1   # it catches up, then on time
+    assert all(e == typist[i] for i, e in enumerate(out) if i < queued[0])
+
+
+def test_the_catch_up_spares_a_stalled_typist_that_the_timing_rules_flag_without_it():
+    from agent.sources.loading import UserSessions
+    script = load_script("injection_stalls")
+    typist = person([0] + [150, 170, 130, 190, 120, 160] * 10, holds_ms=(90, 70, 110, 60, 100))
+    assert script.flagged([typist], 1, seed=0) == dict.fromkeys(script.RULES, 0)  # no stall
+    # a 1.6 s stall anywhere in 61 keys typed 120-190 ms apart: about 10 keys queued
+    counts = [script.flagged([typist], 1600, seed) for seed in range(10)]
+    assert sum(c["balanced"] for c in counts) == 0
+    assert sum(c["balanced without catch-up"] for c in counts) >= 8
+    assert script.flagged([UserSessions("idle", [[]])], 1000) == dict.fromkeys(script.RULES, 0)
