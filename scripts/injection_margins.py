@@ -3,10 +3,12 @@ group of participants: does a margin seen on some people hold on people not seen
 
 The participants are split into ``--parts`` groups in file order. For each group and each knob
 of :data:`agent.features.injection.PRESETS` ``["balanced"]`` (the others at their defaults), the
-script finds the loosest value that flags none of the group's human streams (each sentence, and
-the sentences back to back, as ``cadence eval injection`` counts them; for the new-keyboard
-knobs every stream opens on a keyboard attached just before it, the worst case). If the groups
-disagree widely, a threshold fitted on one group would flag people in another.
+script counts the people flagged at each value, from the loosest tried until one flags nobody:
+that value is the group's edge. (A person is flagged if any of their human streams is: each
+sentence, and the sentences back to back, as ``cadence eval injection`` counts them; for the
+new-keyboard knobs every stream opens on a keyboard attached just before it, the worst case.)
+If the groups' edges disagree widely, a threshold fitted on one group would flag people in
+another; how fast the counts fall, step by step, says how much a larger group could hold.
 
     python scripts/injection_margins.py DIR [--parts 2] [--json]
 """
@@ -31,11 +33,11 @@ from agent.sources.loading import UserSessions
 KNOBS: dict[str, Sequence[int]] = {
     "catch_up_keys": range(0, 33),
     "catch_up_ms": range(400, 40, -20),
-    "burst_gaps": range(2, 13),
-    "steady_burst_gaps": range(2, 7),
-    "short_hold_count": range(2, 14),
-    "uniform_hold_window": range(4, 25, 2),
-    "regular_gap_window": range(4, 17, 2),
+    "burst_gaps": range(1, 13),
+    "steady_burst_gaps": range(1, 7),
+    "short_hold_count": range(1, 14),
+    "uniform_hold_window": range(2, 25, 2),
+    "regular_gap_window": range(2, 17, 2),
     "chord_count": range(1, 5),
     "new_keyboard_keys": range(32, 4, -1),
     "new_keyboard_paced_gaps": range(8, 0, -1),
@@ -48,26 +50,44 @@ def streams(people: list[UserSessions], keyboard_attached: bool = False) -> list
     return [s for p in people for s in human_streams(p, keyboard_attached)]
 
 
+def flagged(people: list[UserSessions], knob: str, value: int) -> int:
+    """How many of ``people`` the balanced rule, with ``knob`` set to ``value``, flags."""
+    policy = replace(PRESETS["balanced"], **{knob: value})
+    attach = knob in NEW_KEYBOARD
+    return sum(any(scan(s, policy) for s in streams([p], attach)) for p in people)
+
+
+def curve(people: list[UserSessions], knob: str) -> list[tuple[int, int]]:
+    """(value, people flagged) for the values of ``knob`` in order, up to the first that flags
+    nobody (the edge), or all of them if every one flags someone."""
+    out = []
+    for value in KNOBS[knob]:
+        out.append((value, flagged(people, knob, value)))
+        if out[-1][1] == 0:
+            break
+    return out
+
+
 def loosest(people: list[UserSessions], knob: str) -> int | None:
     """The loosest value of ``knob`` (the balanced rule otherwise) that flags none of
-    ``people``'s streams; None if even the tightest tried flags someone."""
-    data = streams(people, keyboard_attached=knob in NEW_KEYBOARD)
-    for value in KNOBS[knob]:
-        policy = replace(PRESETS["balanced"], **{knob: value})
-        if not any(scan(stream, policy) for stream in data):
-            return value
-    return None
+    ``people``; None if even the tightest tried flags someone."""
+    value, n = curve(people, knob)[-1]
+    return value if n == 0 else None
 
 
 def margins(people: list[UserSessions], parts: int = 2) -> dict:
-    """knob -> {"default": the shipped value, "loosest": [per group], "groups": [(first, last)
-    person index]}."""
+    """knob -> {"default": the shipped value, "groups": [(first, last) person index],
+    "curves": [per group, its :func:`curve`], "loosest": [per group, its edge or None]}."""
     size = -(-len(people) // parts)
     groups = [people[i:i + size] for i in range(0, len(people), size)]
     bounds = [(i, min(i + size, len(people)) - 1) for i in range(0, len(people), size)]
-    return {knob: {"default": getattr(PRESETS["balanced"], knob),
-                   "loosest": [loosest(group, knob) for group in groups], "groups": bounds}
-            for knob in KNOBS}
+    out = {}
+    for knob in KNOBS:
+        curves = [curve(group, knob) for group in groups]
+        out[knob] = {"default": getattr(PRESETS["balanced"], knob), "groups": bounds,
+                     "curves": curves,
+                     "loosest": [c[-1][0] if c[-1][1] == 0 else None for c in curves]}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     for knob, row in result.items():
         cells = ", ".join(f"{a}-{b}: {v}" for (a, b), v in zip(row["groups"], row["loosest"]))
         print(f"{knob:<20} default {row['default']:>3}; loosest with no human flagged: {cells}")
+        for (a, b), steps in zip(row["groups"], row["curves"]):
+            print(f"{'':<24} people flagged, {a}-{b}: "
+                  + ", ".join(f"{value}: {n}" for value, n in steps))
     return 0
 
 

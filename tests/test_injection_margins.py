@@ -1,5 +1,6 @@
-"""scripts/injection_margins.py: per group of real participants, the loosest threshold that
-flags nobody, and one step looser does flag someone there (a small Aalto sample)."""
+"""scripts/injection_margins.py: per group of real participants, the people flagged at each
+threshold up to the loosest that flags nobody, and one step looser does flag someone there (a
+small Aalto sample); scripts/injection_stalls.py: a stall put into a typist's day."""
 
 from dataclasses import replace
 
@@ -19,9 +20,13 @@ def test_each_group_gets_the_edge_of_its_own_no_flag_region(aalto_dir):
         values = list(script.KNOBS[knob])
         assert row["groups"] == [(0, 9), (10, 19)]
         assert row["default"] == getattr(PRESETS["balanced"], knob)
-        for group, value in zip(groups, row["loosest"]):
+        for group, value, steps in zip(groups, row["loosest"], row["curves"]):
             # the shipped rule flags none of these people, so the edge is at least as loose
             assert value is not None and values.index(value) <= values.index(row["default"])
+            assert [v for v, _ in steps] == values[:values.index(value) + 1]
+            counts = [n for _, n in steps]
+            assert counts[-1] == 0 < min(counts[:-1], default=1) and counts[0] <= len(group)
+            assert counts == sorted(counts, reverse=True)   # a looser value flags no fewer
             if values.index(value) > 0:
                 looser = replace(PRESETS["balanced"], **{knob: values[values.index(value) - 1]})
                 data = script.streams(group, keyboard_attached=knob in script.NEW_KEYBOARD)
@@ -60,10 +65,13 @@ def test_a_person_with_a_machine_speed_burst_sets_the_edges():
     script = load_script("injection_margins")
     pecker = person([0] + [1500] * 9 + [5, 12, 20, 7, 16, 9])
     assert script.loosest([pecker], "new_keyboard_keys") == 14 - 1
-    assert script.loosest([pecker], "burst_gaps") == 2              # caught up: any length
-    assert script.loosest([pecker], "steady_burst_gaps") == 2       # never steady: any length
+    assert script.loosest([pecker], "burst_gaps") == 1              # caught up: any length
+    assert script.loosest([pecker], "steady_burst_gaps") == 1       # never steady: any length
     typist = person([0] + [150] * 9 + [5, 12, 20, 7, 16, 9])        # no pause: no catch-up
     assert script.loosest([typist], "burst_gaps") == 7
+    roller = person([0, 150, 10, 150, 150])                          # one fast gap
+    assert script.curve([pecker, typist, roller], "burst_gaps") == [
+        (1, 2), (2, 1), (3, 1), (4, 1), (5, 1), (6, 1), (7, 0)]
 
 
 def test_a_stall_sets_the_catch_up_edges():
