@@ -15,13 +15,18 @@ while it stalled (in several the key before is "held" for the whole pause, its r
 too). The longest: 10 gaps of 2-10 ms after 1,325 ms (one person), 4 of 3-4 ms after 2,187 ms.
 The agent's own hooks can do the same on a loaded machine (on Windows and macOS a key is timed
 when its callback runs). So a pause of P ms (at least 2 x ``catch_up_ms``) explains the next
-P / ``catch_up_ms`` key-downs, its own first, at most ``catch_up_keys`` (16): the keys a hand
-could have typed in it at 100 ms a key, faster than 95% of the Aalto typists' median pace.
-Every key-down after the pause uses one up; the fast ones among them are not counted by
-``burst`` or ``steady_burst``, and their holds not by ``short_holds``. The rest of a run is.
-The cost: an injector after a pause is judged that many keys later by timing alone (its
-payload's DELAY buys it at most 16 keys); ``new_keyboard`` and the regularity rules do not
-wait (a fixed cadence with no Shift in it meets ``regular_gaps`` by its 17th key).
+P / ``catch_up_ms`` key-downs, its own first, at most ``catch_up_keys``: the keys a hand could
+have typed in it at 100 ms a key, faster than 95% of the Aalto typists' median pace. The cap
+(24) covers the longest stall in the set (2.3 s) at that pace. Every key-down after the pause
+uses one up. What the pause explains is no evidence for any timing rule: the fast gaps among
+those keys are not counted by ``burst``, ``steady_burst`` or ``regular_gaps``, and their holds
+of ``short_hold_ms`` or less not by ``short_holds`` or ``uniform_holds`` (a stall's queued
+keys come at the steady pace of the machine handling them). The pause's own key is one of them
+only if the key after it comes queued: a slow injector makes every gap a pause, with nothing
+queued after it, so its short holds count. The rest of a run is counted. The
+cost: an injector after a pause is judged that many keys later by timing alone (its payload's
+DELAY buys it at most 24 keys). ``new_keyboard`` does not wait: a keyboard just attached, or
+typing for the first time, is judged from its first key.
 
 Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is enough:
 
@@ -54,17 +59,21 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
 ``short_holds``
     ``short_hold_count`` of the last ``short_hold_window`` released keys held <= ``short_hold_ms``
     (12 ms), not caught up. A finger needs 30 ms or more to press and lift a key (Aalto: 1% of
-    holds are under 41 ms, 0.05% under 12 ms, and those come singly, as clock glitches, or in
-    the catch-up bursts above; with those taken out, at most 4 of 16 for anyone). An injector
-    holds 1-8 ms, whatever delay it leaves between keys, so this rule catches "jittered"
-    injectors that type at a human pace. Default: 10 of 16.
+    holds are under 41 ms, 0.05% under 12 ms). Those come singly, as clock glitches, in the
+    catch-up bursts above, or in short runs from the few browsers or keyboards that report a
+    release at once (a Shift's auto-repeat for one person): with the catch-up taken out, at
+    most 6 of 16 for anyone, and that tail thins slowly (people at 2, 3, 4, 5, 6 of 16: 9, 4,
+    3, 2, 1). An injector holds 1-8 ms, whatever delay it leaves between keys, so this rule
+    catches "jittered" injectors that type at a human pace. Default: 12 of 16.
 ``uniform_holds``
-    the last ``uniform_hold_window`` holds all within ``uniform_hold_range_ms`` (2 ms) of each
-    other: an injector told to hold keys for a human-looking 80 ms still holds them for exactly
-    80 ms. Human holds over 20 keys never span less than 8 ms in Aalto.
+    the last ``uniform_hold_window`` holds (not caught up) all within ``uniform_hold_range_ms``
+    (2 ms) of each other: an injector told to hold keys for a human-looking 80 ms still holds
+    them for exactly 80 ms. Human holds over 20 keys never span less than 8 ms in Aalto.
 ``regular_gaps``
-    the last ``regular_gap_window`` gaps (none a pause) within ``regular_gap_range_ms`` (4 ms):
-    a fixed typing delay. Humans: never under 40 ms over 16 gaps in Aalto.
+    the last ``regular_gap_window`` gaps (not caught up, no pause among them) within
+    ``regular_gap_range_ms`` (4 ms): a fixed typing delay. Humans: never under 40 ms over 16
+    gaps in Aalto. Timers that tick every 8 or 16 ms (some Aalto browsers) make runs of equal
+    gaps: 6 within 4 ms for 3 of the 1,000 people, 8 for none.
 ``chords``
     ``chord_count`` synchronous chords within ``chord_window`` key-downs: two keys pressed within
     ``chord_ms`` (1 ms) of each other *and* released within 1 ms of each other. That is one HID
@@ -109,14 +118,14 @@ class InjectionPolicy:
     steady_burst_range_ms: float = 2.0
     short_hold_ms: float = 12.0
     short_hold_window: int = 16
-    short_hold_count: int = 10
+    short_hold_count: int = 12
     uniform_hold_window: int = 24
     uniform_hold_range_ms: float = 2.0
     regular_gap_window: int = 16
     regular_gap_range_ms: float = 4.0
     pause_ms: float = 1000.0
     catch_up_ms: float = 100.0
-    catch_up_keys: int = 16
+    catch_up_keys: int = 24
     chord_ms: float = 1.0
     chord_window: int = 32
     chord_count: int = 4
@@ -147,7 +156,7 @@ class InjectionPolicy:
 #: ``balanced`` (default): no detection on any of the 1,000 Aalto typists' streams, a margin above
 #: the machine-speed bursts found in them (catch-up taken out); injectors at a fixed delay caught
 #: in 5 keys when their keyboard is seen arriving, else in 6 plus the keys the pause before them
-#: could hold (at most 16 more), jittered or unsteady ones in about 13.
+#: could hold (at most 24 more), jittered or unsteady ones in about 14.
 #: ``strict``: no catch-up; catches any fast injector within 5 or 6 keys, and so also flags the
 #: rare burst of machine-speed keys, a stalled machine's or a text expander's (4 of the 1,000
 #: Aalto typists, as many as google/ukip).
@@ -158,7 +167,7 @@ PRESETS: dict[str, InjectionPolicy] = {
     "strict": InjectionPolicy(burst_gaps=4, steady_burst_gaps=4, short_hold_window=8,
                               short_hold_count=6, chord_count=3, catch_up_keys=0),
     "relaxed": InjectionPolicy(burst_gaps=16, steady_burst_gaps=10, short_hold_window=32,
-                               short_hold_count=20,
+                               short_hold_count=24,
                                uniform_hold_window=32, regular_gap_window=24, chord_count=6,
                                new_keyboard_keys=0),
 }
@@ -215,13 +224,18 @@ class InjectionDetector:
         self._last_down_id = -1
         self._last_down_cls = -1
         self._catch_up = 0             # key-downs the last pause can explain (see catch_up_ms)
+        self._pause: tuple[int, int] | None = None   # the key-down ending it: (press id, time)
+        self._flush: bool | None = None              # the key-down after it came queued?
+        self._pending: tuple[float, int] | None = None   # its short hold and class, waiting
         self._burst = 0
         self._burst_excused = 0        # gaps of the current burst the pause before explains
         self._burst_classes = 0    # bit set of the key classes in the current burst
         self._steady: deque[float] = deque(maxlen=p.steady_burst_gaps)  # its gaps, chords apart
-        self._gaps: deque[float] = deque(maxlen=max(p.regular_gap_window, _EVIDENCE_KEYS))
-        self._gap_classes: deque[int] = deque(maxlen=p.regular_gap_window)
-        self._holds: deque[float] = deque(maxlen=max(p.uniform_hold_window, _EVIDENCE_KEYS))
+        self._gaps: deque[float] = deque(maxlen=_EVIDENCE_KEYS)     # the evidence reported
+        self._holds: deque[float] = deque(maxlen=_EVIDENCE_KEYS)
+        self._regular: deque[float] = deque(maxlen=p.regular_gap_window)  # gaps judged for a
+        self._gap_classes: deque[int] = deque(maxlen=p.regular_gap_window)  # cadence, classes
+        self._uniform: deque[float] = deque(maxlen=p.uniform_hold_window)   # holds judged
         self._hold_classes: deque[int] = deque(maxlen=p.uniform_hold_window)
         self._short: deque[bool] = deque(maxlen=p.short_hold_window)
         self._n_short = 0
@@ -259,6 +273,9 @@ class InjectionDetector:
         self._held[event.press_id] = (t, cls, caught_up)
         if len(self._held) > _MAX_HELD:
             del self._held[next(iter(self._held))]
+        found = self._after_pause(event.press_id, t, gap, caught_up)
+        if found:
+            return found
         new_keyboard = self._new_keyboard_keys > 0
         self._new_keyboard_keys -= new_keyboard
         if gap is None:
@@ -266,7 +283,12 @@ class InjectionDetector:
         if gap <= p.chord_ms and prev_id in self._held:
             self._chord_pair = [prev_id, event.press_id, None, None]
         self._gaps.append(gap)
-        self._gap_classes.append(cls)
+        if gap >= p.pause_ms:                       # a pause ends a cadence
+            self._regular.clear()
+            self._gap_classes.clear()
+        elif not caught_up:
+            self._regular.append(gap)
+            self._gap_classes.append(cls)
         if gap <= p.burst_gap_ms:
             if self._burst == 0:
                 self._burst_classes = 1 << (prev_cls + 1)
@@ -290,18 +312,19 @@ class InjectionDetector:
                 self._paced += 1
                 if self._paced >= p.new_keyboard_paced_gaps:
                     self._new_keyboard_keys = 0     # a hand has the new keyboard
-        if gap < p.pause_ms and len(self._gap_classes) == p.regular_gap_window:
-            recent = list(self._gaps)[-p.regular_gap_window:]
-            if (max(recent) - min(recent) <= p.regular_gap_range_ms
-                    and max(recent) < p.pause_ms and len(set(self._gap_classes)) >= 2):
-                return self._fire("regular_gaps", t)
+        if (gap < p.pause_ms and not caught_up and len(self._regular) == p.regular_gap_window
+                and max(self._regular) - min(self._regular) <= p.regular_gap_range_ms
+                and len(set(self._gap_classes)) >= 2):
+            return self._fire("regular_gaps", t)
         return None
 
     def _caught_up(self, gap: float | None) -> bool:
         """Is this key-down catch-up: a key typed during the pause before it, which a stalled
-        machine (or browser) queued and now delivers at once? A pause of at least two
-        ``catch_up_ms`` explains that many key-downs, itself the first; each key-down after it
-        uses one up, fast or not."""
+        machine (or browser) queued and now delivers at once? A pause of P ms (at least two
+        ``catch_up_ms``) explains P / ``catch_up_ms`` key-downs (at most ``catch_up_keys``),
+        itself the first; each key-down after it uses one up, fast or not. True for the fast
+        ones among them: the pause's own is judged as any key (a slow injector's every gap is
+        a pause)."""
         p = self.policy
         if gap is None or p.catch_up_keys == 0:
             return False
@@ -309,8 +332,28 @@ class InjectionDetector:
             self._catch_up = max(self._catch_up, min(int(gap // p.catch_up_ms), p.catch_up_keys))
         if self._catch_up > 0:
             self._catch_up -= 1
-            return gap <= p.burst_gap_ms or gap >= 2 * p.catch_up_ms
+            return gap <= p.burst_gap_ms
         return False
+
+    def _after_pause(self, press_id: int, t: int, gap: float | None,
+                     caught_up: bool) -> Detection | None:
+        """Note the key-down that ends a pause, and whether the next one comes queued: only
+        then is the pause's own key the first of a stall's queued keys, its short hold (down
+        and up handled at once) no evidence (a slow injector makes every gap a pause, and
+        nothing follows fast). A short hold left waiting for this key-down is judged now."""
+        p = self.policy
+        found = None
+        if self._pause is not None and self._flush is None:
+            self._flush = caught_up
+            if self._pending is not None:
+                hold, cls = self._pending
+                self._pending = None
+                found = self._short_hold(not caught_up, t)
+                if not caught_up and found is None:
+                    found = self._uniform_hold(hold, cls, t)
+        if gap is not None and p.catch_up_keys and gap >= 2 * p.catch_up_ms:
+            self._pause, self._flush = (press_id, t), None
+        return found
 
     # --- key-up: holds and chords ----------------------------------------------------------
     def _up(self, event: Event) -> Detection | None:
@@ -321,24 +364,44 @@ class InjectionDetector:
         t = event.t_ns
         hold = (t - pressed[0]) / _NS_PER_MS
         self._holds.append(hold)
-        self._hold_classes.append(pressed[1])
-        if len(self._short) == self._short.maxlen and self._short[0]:
-            self._n_short -= 1
-        short = hold <= p.short_hold_ms and not pressed[2]
-        self._short.append(short)
-        self._n_short += short
-        if self._n_short >= p.short_hold_count:
-            return self._fire("short_holds", t)
+        short = hold <= p.short_hold_ms
+        judged: bool | None = True
+        if short and pressed[2]:                 # a queued key: down and up handled at once
+            judged = False
+        elif short and (event.press_id, pressed[0]) == self._pause:     # the pause's own key
+            if self._flush is None:              # judged at the next key-down
+                self._pending, judged = (hold, pressed[1]), None
+            else:
+                judged = not self._flush
+        if judged is not None:
+            found = self._short_hold(short and judged, t)
+            if found:
+                return found
         if self._chord_release(event.press_id, t):
             self._chords.append(self.keys_observed)
             if (len(self._chords) == p.chord_count
                     and self.keys_observed - self._chords[0] < p.chord_window):
                 return self._fire("chords", t)
-        if len(self._hold_classes) == p.uniform_hold_window:
-            recent = list(self._holds)[-p.uniform_hold_window:]
-            if (max(recent) - min(recent) <= p.uniform_hold_range_ms
-                    and len(set(self._hold_classes)) >= 2):
-                return self._fire("uniform_holds", t)
+        return self._uniform_hold(hold, pressed[1], t) if judged else None
+
+    def _short_hold(self, short: bool, t: int) -> Detection | None:
+        """A released key into the short-hold window (``short``: held ``short_hold_ms`` or less,
+        and judged)."""
+        if len(self._short) == self._short.maxlen and self._short[0]:
+            self._n_short -= 1
+        self._short.append(short)
+        self._n_short += short
+        return self._fire("short_holds", t) if self._n_short >= self.policy.short_hold_count else None
+
+    def _uniform_hold(self, hold: float, cls: int, t: int) -> Detection | None:
+        """A judged hold into the uniform-hold window."""
+        p = self.policy
+        self._uniform.append(hold)
+        self._hold_classes.append(cls)
+        if (len(self._uniform) == p.uniform_hold_window
+                and max(self._uniform) - min(self._uniform) <= p.uniform_hold_range_ms
+                and len(set(self._hold_classes)) >= 2):
+            return self._fire("uniform_holds", t)
         return None
 
     def _chord_release(self, press_id: int, t: int) -> bool:
