@@ -412,6 +412,21 @@ def test_auto_repeat_reported_as_release_press_pairs_is_not_injection(interval):
     assert scan(events) == []
 
 
+@pytest.mark.parametrize("interval", [33.0, 100.0, 150.0])
+def test_auto_repeat_reported_as_presses_released_at_once_is_not_injection(interval):
+    """Some browsers report a held key's repeats as presses released within a few ms (an Aalto
+    typist's Shift, at a slow typematic rate): one class of short holds is not a payload, but
+    the same holds on two classes are."""
+    prefix = paced()
+    held = typing(np.full(40, interval), np.resize([1.0, 3.0, 7.0], 40),
+                  [KeyClass.MODIFIER] * 40, t0=after_down(prefix, 150), first_id=1000)
+    assert scan(prefix + held) == []
+    mixed = typing(np.full(40, interval), np.resize([1.0, 3.0, 7.0], 40),
+                   [KeyClass.MODIFIER, KeyClass.LEFT_LETTER] * 20, t0=after_down(prefix, 150),
+                   first_id=1000)
+    assert [d.rule for d in scan(prefix + mixed)][:1] == ["short_holds"]
+
+
 def test_software_injected_keys_are_skipped_when_allowed():
     payload = injector(80, 5, injected=True)
     assert scan(payload, InjectionPolicy(allow_software_injected=True)) == []

@@ -61,9 +61,9 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     (12 ms), not caught up. A finger needs 30 ms or more to press and lift a key (Aalto: 1% of
     holds are under 41 ms, 0.05% under 12 ms). Those come singly, as clock glitches, in the
     catch-up bursts above, or in short runs from the few browsers or keyboards that report a
-    release at once (a Shift's auto-repeat for one person): with the catch-up taken out, at
-    most 6 of 16 for anyone, and that tail thins slowly (people at 2, 3, 4, 5, 6 of 16: 9, 4,
-    3, 2, 1). An injector holds 1-8 ms, whatever delay it leaves between keys, so this rule
+    release at once (letters held 1-7 ms for one person): with the catch-up taken out, at most
+    6 of 16 (of two classes or more) for anyone, and that tail thins slowly (people at 2, 3, 4,
+    5, 6 of 16: 6, 3, 2, 1, 1). An injector holds 1-8 ms, whatever delay it leaves between keys, so this rule
     catches "jittered" injectors that type at a human pace. Default: 12 of 16.
 ``uniform_holds``
     the last ``uniform_hold_window`` holds (not caught up) all within ``uniform_hold_range_ms``
@@ -81,8 +81,10 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     ms apart. Aalto: 17 such pairs in 731k keys, never two in one window.
 
 ``burst``, ``new_keyboard``, ``steady_burst``, ``uniform_holds`` and ``regular_gaps`` also need
-two key classes or more in their window, so a key held under auto-repeat that some systems
-report as release/press pairs (one class, a fixed rate, equal holds) never matches.
+two key classes or more in their window, and ``short_holds`` among its short holds, so a key
+held under auto-repeat that some systems report as release/press pairs (one class, a fixed
+rate, equal holds), or some browsers as presses released at once (an Aalto typist's Shift),
+never matches.
 Auto-repeat key-downs (``repeat=True``) are ignored, as are events the OS flags as software
 injected when ``allow_software_injected`` (remote desktop, password-manager auto-type). A clock
 that runs backwards (a replay of overlapping recordings) starts the evidence afresh.
@@ -237,7 +239,7 @@ class InjectionDetector:
         self._gap_classes: deque[int] = deque(maxlen=p.regular_gap_window)  # cadence, classes
         self._uniform: deque[float] = deque(maxlen=p.uniform_hold_window)   # holds judged
         self._hold_classes: deque[int] = deque(maxlen=p.uniform_hold_window)
-        self._short: deque[bool] = deque(maxlen=p.short_hold_window)
+        self._short: deque[int | None] = deque(maxlen=p.short_hold_window)  # class if short
         self._n_short = 0
         self._chord_pair: list | None = None           # [id_a, id_b, up_a_ns, up_b_ns]
         self._chords: deque[int] = deque(maxlen=p.chord_count)
@@ -348,7 +350,7 @@ class InjectionDetector:
             if self._pending is not None:
                 hold, cls = self._pending
                 self._pending = None
-                found = self._short_hold(not caught_up, t)
+                found = self._short_hold(not caught_up, cls, t)
                 if not caught_up and found is None:
                     found = self._uniform_hold(hold, cls, t)
         if gap is not None and p.catch_up_keys and gap >= 2 * p.catch_up_ms:
@@ -374,7 +376,7 @@ class InjectionDetector:
             else:
                 judged = not self._flush
         if judged is not None:
-            found = self._short_hold(short and judged, t)
+            found = self._short_hold(short and judged, pressed[1], t)
             if found:
                 return found
         if self._chord_release(event.press_id, t):
@@ -384,14 +386,18 @@ class InjectionDetector:
                 return self._fire("chords", t)
         return self._uniform_hold(hold, pressed[1], t) if judged else None
 
-    def _short_hold(self, short: bool, t: int) -> Detection | None:
-        """A released key into the short-hold window (``short``: held ``short_hold_ms`` or less,
-        and judged)."""
-        if len(self._short) == self._short.maxlen and self._short[0]:
+    def _short_hold(self, short: bool, cls: int, t: int) -> Detection | None:
+        """A released key of class ``cls`` into the short-hold window (``short``: held
+        ``short_hold_ms`` or less, and judged). Short holds of one class only are a key under
+        auto-repeat, reported as presses released at once, not a payload."""
+        if len(self._short) == self._short.maxlen and self._short[0] is not None:
             self._n_short -= 1
-        self._short.append(short)
+        self._short.append(cls if short else None)
         self._n_short += short
-        return self._fire("short_holds", t) if self._n_short >= self.policy.short_hold_count else None
+        if (self._n_short >= self.policy.short_hold_count
+                and len(set(self._short) - {None}) >= 2):
+            return self._fire("short_holds", t)
+        return None
 
     def _uniform_hold(self, hold: float, cls: int, t: int) -> Detection | None:
         """A judged hold into the uniform-hold window."""
