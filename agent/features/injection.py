@@ -330,12 +330,17 @@ class InjectionDetector:
         p = self.policy
         if gap is None or p.catch_up_keys == 0:
             return False
-        if gap >= 2 * p.catch_up_ms:
+        if self._is_pause(gap):
             self._catch_up = max(self._catch_up, min(int(gap // p.catch_up_ms), p.catch_up_keys))
         if self._catch_up > 0:
             self._catch_up -= 1
             return gap <= p.burst_gap_ms
         return False
+
+    def _is_pause(self, gap: float | None) -> bool:
+        """A gap long enough to have queued keys (at least two ``catch_up_ms``; catch-up on)."""
+        p = self.policy
+        return gap is not None and p.catch_up_keys > 0 and gap >= 2 * p.catch_up_ms
 
     def _after_pause(self, press_id: int, t: int, gap: float | None,
                      caught_up: bool) -> Detection | None:
@@ -343,7 +348,6 @@ class InjectionDetector:
         then is the pause's own key the first of a stall's queued keys, its short hold (down
         and up handled at once) no evidence (a slow injector makes every gap a pause, and
         nothing follows fast). A short hold left waiting for this key-down is judged now."""
-        p = self.policy
         found = None
         if self._pause is not None and self._flush is None:
             self._flush = caught_up
@@ -353,7 +357,7 @@ class InjectionDetector:
                 found = self._short_hold(not caught_up, cls, t)
                 if not caught_up and found is None:
                     found = self._uniform_hold(hold, cls, t)
-        if gap is not None and p.catch_up_keys and gap >= 2 * p.catch_up_ms:
+        if self._is_pause(gap):
             self._pause, self._flush = (press_id, t), None
         return found
 
