@@ -10,6 +10,16 @@ new-keyboard knobs every stream opens on a keyboard attached just before it, the
 If the groups' edges disagree widely, a threshold fitted on one group would flag people in
 another; how fast the counts fall, step by step, says how much a larger group could hold.
 
+That last is put in a number for each rule's own threshold (:data:`RULE_KNOBS`; the catch-up
+and new-keyboard knobs gate those rules, and ``injection_stalls.py`` measures the stalls the
+catch-up is for). The groups' counts, added up, are fitted with a geometric tail (each step
+looser multiplies the people flagged by one factor: a Poisson regression of the count on the
+value), and the fit at the shipped value gives the people expected to be flagged among 1,000
+not seen. It is an extrapolation, not a measurement. It leans high where it has least to go on:
+the edge's zero counts as half a person, so a count that falls to zero in one step still gets a
+finite slope. Summed over the rules, it is the people expected to be flagged among 1,000 more
+who type as these do.
+
     python scripts/injection_margins.py DIR [--parts 2] [--json]
 """
 
@@ -21,6 +31,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from agent.evaluation.injection import human_streams
 from agent.features.injection import PRESETS, scan
@@ -35,7 +47,7 @@ KNOBS: dict[str, Sequence[int]] = {
     "catch_up_ms": range(400, 40, -20),
     "burst_gaps": range(1, 13),
     "steady_burst_gaps": range(1, 7),
-    "short_hold_count": range(1, 14),
+    "short_hold_count": range(1, 17),
     "uniform_hold_window": range(2, 25, 2),
     "regular_gap_window": range(2, 17, 2),
     "chord_count": range(1, 5),
@@ -43,6 +55,10 @@ KNOBS: dict[str, Sequence[int]] = {
     "new_keyboard_paced_gaps": range(8, 0, -1),
 }
 NEW_KEYBOARD = ("new_keyboard_keys", "new_keyboard_paced_gaps")
+#: the rules' own thresholds, one a rule (the catch-up and new-keyboard knobs gate those rules,
+#: so their flags are the rules' flags again)
+RULE_KNOBS = ("burst_gaps", "steady_burst_gaps", "short_hold_count", "uniform_hold_window",
+              "regular_gap_window", "chord_count")
 
 
 def streams(people: list[UserSessions], keyboard_attached: bool = False) -> list:
@@ -75,19 +91,57 @@ def loosest(people: list[UserSessions], knob: str) -> int | None:
     return value if n == 0 else None
 
 
+def added(curves: list[list[tuple[int, int]]]) -> list[tuple[int, int]]:
+    """The groups' curves added up value by value (a group counts 0 past its edge), up to the
+    first value where the sum is 0."""
+    longest = max(curves, key=len)
+    out = []
+    for i, (value, _) in enumerate(longest):
+        out.append((value, sum(c[i][1] for c in curves if i < len(c))))
+    return out
+
+
+def expected(steps: list[tuple[int, int]], value: float) -> float | None:
+    """People a geometric tail fitted to ``steps`` (a :func:`curve`) predicts at ``value``: the
+    Poisson regression of each count on its value (log count linear in the value), with the
+    edge's 0 counted as half a person. None if the curve flagged nobody at all."""
+    if not any(n for _, n in steps):
+        return None
+    v = np.array([s[0] for s in steps], dtype=float)
+    n = np.array([s[1] or 0.5 for s in steps], dtype=float)
+    x = np.column_stack([np.ones_like(v), v - v.mean()])
+    beta = np.array([np.log(n.mean()), 0.0])
+    for _ in range(100):                         # Newton's method on the Poisson likelihood
+        lam = np.exp(x @ beta)
+        step = np.linalg.solve(x.T @ (x * lam[:, None]), x.T @ (n - lam))
+        beta += step
+        if np.abs(step).max() < 1e-12:
+            break
+    return float(np.exp(beta[0] + beta[1] * (value - v.mean())))
+
+
 def margins(people: list[UserSessions], parts: int = 2) -> dict:
     """knob -> {"default": the shipped value, "groups": [(first, last) person index],
-    "curves": [per group, its :func:`curve`], "loosest": [per group, its edge or None]}."""
+    "curves": [per group, its :func:`curve`], "loosest": [per group, its edge or None],
+    "expected_per_1000": for :data:`RULE_KNOBS`, the people :func:`expected` at the default,
+    per 1,000 (None for the other knobs, or if nobody was flagged)}."""
     size = -(-len(people) // parts)
     groups = [people[i:i + size] for i in range(0, len(people), size)]
     bounds = [(i, min(i + size, len(people)) - 1) for i in range(0, len(people), size)]
     out = {}
     for knob in KNOBS:
         curves = [curve(group, knob) for group in groups]
-        out[knob] = {"default": getattr(PRESETS["balanced"], knob), "groups": bounds,
-                     "curves": curves,
-                     "loosest": [c[-1][0] if c[-1][1] == 0 else None for c in curves]}
+        default = getattr(PRESETS["balanced"], knob)
+        tail = expected(added(curves), default) if knob in RULE_KNOBS else None
+        out[knob] = {"default": default, "groups": bounds, "curves": curves,
+                     "loosest": [c[-1][0] if c[-1][1] == 0 else None for c in curves],
+                     "expected_per_1000": None if tail is None else tail * 1000 / len(people)}
     return out
+
+
+def expected_total(result: dict) -> float:
+    """People expected to be flagged among 1,000 not seen, summed over :data:`RULE_KNOBS`."""
+    return sum(result[knob]["expected_per_1000"] or 0.0 for knob in RULE_KNOBS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     people = [p for p in people if p.sessions]
     result = margins(people, args.parts)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps({**result, "rules_expected_per_1000": expected_total(result)}, indent=2))
         return 0
     for knob, row in result.items():
         cells = ", ".join(f"{a}-{b}: {v}" for (a, b), v in zip(row["groups"], row["loosest"]))
@@ -110,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
         for (a, b), steps in zip(row["groups"], row["curves"]):
             print(f"{'':<24} people flagged, {a}-{b}: "
                   + ", ".join(f"{value}: {n}" for value, n in steps))
+        if row["expected_per_1000"] is not None:
+            print(f"{'':<24} geometric tail at {row['default']}: "
+                  f"{row['expected_per_1000']:.2g} people per 1,000 not seen")
+    print(f"expected people flagged per 1,000 not seen, the rules' thresholds summed: "
+          f"{expected_total(result):.2g}")
     return 0
 
 

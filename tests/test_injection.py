@@ -450,7 +450,7 @@ def test_clock_running_backwards_starts_afresh():
 
 def test_a_backwards_clock_is_not_evidence():
     """A jump back in time (a replay of overlapping recordings) starts the evidence afresh:
-    9 keys held 1-4 ms before the jump and 3 after it are not 12 in a row."""
+    keys held 1-4 ms before the jump and 3 after it are not a run of ``short_hold_count``."""
     paced = (30.0, 120.0)   # a hand's pace, machine holds: only the short holds are evidence
     n = PRESETS["balanced"].short_hold_count
     before = injector(n - 3, jitter=paced)
@@ -634,10 +634,11 @@ def test_evaluation_on_twenty_real_typists(twenty_people):
     assert result["users"] == 20 and result["trials_per_injector"] == 20
     assert result["human_streams"] == sum(len(p.sessions) + 1 for p in twenty_people)
     assert result["human_false_positives"] == 0 and result["human_users_flagged"] == 0
+    enough = PRESETS["balanced"].short_hold_count    # the evidence the slowest rule needs
     for name in protocol.INJECTORS:
         assert result[f"missed_{name}_pct"] == 0.0
-        assert result[f"keys_to_detect_{name}"] <= 16
-        assert result[f"keys_to_detect_max_{name}"] <= 20
+        assert result[f"keys_to_detect_{name}"] <= enough + 4
+        assert result[f"keys_to_detect_max_{name}"] <= 30
         for rule in ("ukip_", "duckhunt_"):
             assert f"{rule}keys_to_detect_{name}" in result and f"{rule}missed_{name}_pct" in result
     assert result["ukip_keys_to_detect_5ms"] == 5.0
