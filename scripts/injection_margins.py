@@ -92,8 +92,8 @@ def loosest(people: list[UserSessions], knob: str) -> int | None:
 
 
 def added(curves: list[list[tuple[int, int]]]) -> list[tuple[int, int]]:
-    """The groups' curves added up value by value (a group counts 0 past its edge), up to the
-    first value where the sum is 0."""
+    """The groups' curves added up value by value (a group counts 0 past its edge), as far as
+    the longest goes."""
     longest = max(curves, key=len)
     out = []
     for i, (value, _) in enumerate(longest):
@@ -104,8 +104,9 @@ def added(curves: list[list[tuple[int, int]]]) -> list[tuple[int, int]]:
 def expected(steps: list[tuple[int, int]], value: float) -> float | None:
     """People a geometric tail fitted to ``steps`` (a :func:`curve`) predicts at ``value``: the
     Poisson regression of each count on its value (log count linear in the value), with the
-    edge's 0 counted as half a person. None if the curve flagged nobody at all."""
-    if not any(n for _, n in steps):
+    edge's 0 counted as half a person. None if the curve flagged nobody at all, or has one
+    value only (no slope)."""
+    if len(steps) < 2 or not any(n for _, n in steps):
         return None
     v = np.array([s[0] for s in steps], dtype=float)
     n = np.array([s[1] or 0.5 for s in steps], dtype=float)

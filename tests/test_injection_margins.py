@@ -40,8 +40,8 @@ def test_each_group_gets_the_edge_of_its_own_no_flag_region(aalto_dir):
 
 def test_the_tail_estimate_is_a_geometric_fit_that_leans_high():
     """Counts that halve each step fit exactly (the edge's 0 counted as half a person); a
-    count that falls to zero in one step still gets a finite slope; nobody flagged, no
-    estimate. The groups' curves are added value by value."""
+    count that falls to zero in one step still gets a finite slope; nobody flagged, or one
+    value only, no estimate. The groups' curves are added value by value."""
     script = load_script("injection_margins")
     halving = [(1, 8), (2, 4), (3, 2), (4, 1), (5, 0)]
     assert abs(script.expected(halving, 8) - 8 * 0.5 ** 7) < 1e-9
@@ -49,6 +49,7 @@ def test_the_tail_estimate_is_a_geometric_fit_that_leans_high():
     cliff = [(1, 14), (2, 0)]
     assert abs(script.expected(cliff, 4) - 14 * (0.5 / 14) ** 3) < 1e-12
     assert script.expected([(32, 0)], 8) is None
+    assert script.expected([(5, 3)], 8) is None                  # one value: no slope
     descending = [(400, 3), (380, 1), (360, 0)]                 # a knob looser at more
     assert script.expected(descending, 100) < script.expected(descending, 340) < 0.5
     assert script.added([[(1, 3), (2, 1), (3, 0)], [(1, 2), (2, 0)]]) == [(1, 5), (2, 1), (3, 0)]
