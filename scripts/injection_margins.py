@@ -43,7 +43,7 @@ from agent.sources.loading import UserSessions
 #: new-keyboard window, where more keys, or more gaps at a hand's pace before it closes, is
 #: looser, and the catch-up, where a pause read at more ms a key explains fewer keys)
 KNOBS: dict[str, Sequence[int]] = {
-    "catch_up_keys": range(0, 33),
+    "catch_up_keys": range(33),
     "catch_up_ms": range(400, 40, -20),
     "burst_gaps": range(1, 13),
     "steady_burst_gaps": range(1, 7),
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.parts < 1:
         ap.error("--parts must be at least 1")
-    people, report = aalto.load(args.dir)
+    people, _report = aalto.load(args.dir)
     people = [p for p in people if p.sessions]
     result = margins(people, args.parts)
     if args.json:
