@@ -633,6 +633,8 @@ def test_evaluation_on_twenty_real_typists(twenty_people):
     result = protocol.evaluate(twenty_people, seed=2)
     assert result["users"] == 20 and result["trials_per_injector"] == 20
     assert result["human_streams"] == sum(len(p.sessions) + 1 for p in twenty_people)
+    assert result["human_keys"] == sum(e.kind == Kind.DOWN and not e.repeat for p in twenty_people
+                                       for session in p.sessions for e in session) > 20 * 300
     assert result["human_false_positives"] == 0 and result["human_users_flagged"] == 0
     enough = PRESETS["balanced"].short_hold_count    # the evidence the slowest rule needs
     for name in protocol.INJECTORS:

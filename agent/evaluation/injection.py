@@ -239,13 +239,15 @@ def evaluate(people: list[UserSessions], seed: int = 0,
     people = [p for p in people if p.sessions]
     if not people:
         raise ValueError("no person with a session; nothing to evaluate")
-    streams = 0
+    streams = human_keys = 0
     flagged_streams = dict.fromkeys(RULES, 0)
     flagged_users = dict.fromkeys(RULES, 0)
     by_rule: dict[str, int] = {}
     keys: dict[tuple[str, str], list[int | None]] = {(r, i): [] for r in RULES for i in INJECTORS}
     for index, person in enumerate(people):
         user_hit = dict.fromkeys(RULES, False)
+        human_keys += sum(e.kind == Kind.DOWN and not e.repeat
+                          for session in person.sessions for e in session)
         for stream in human_streams(person, keyboard_attached):
             streams += 1
             fired = flagged_rules(stream, policy)
@@ -271,6 +273,7 @@ def evaluate(people: list[UserSessions], seed: int = 0,
         "payload_chars": PAYLOAD_CHARS,
         "trials_per_injector": len(people),
         "human_streams": streams,
+        "human_keys": human_keys,
         "human_false_positives": flagged_streams["cadence"],
         "human_users_flagged": flagged_users["cadence"],
         "human_false_positives_by_rule": dict(sorted(by_rule.items())),
@@ -304,8 +307,9 @@ def summary_lines(result: dict) -> list[str]:
     injector_note = (", the injector seen attaching" if result["keyboard_attached"]
                      else ", timing alone (the injector not seen attaching)")
     lines = [
-        f"human streams: {result['human_streams']} ({result['users']} people, each sentence "
-        f"and all of them back to back{attached_note})",
+        f"human streams: {result['human_streams']} ({result['users']} people, "
+        f"{result['human_keys']} key-downs, each sentence and all of them back to "
+        f"back{attached_note})",
         f"flagged streams (people): cadence {result['human_false_positives']} "
         f"({result['human_users_flagged']}), ukip {result['ukip_human_false_positives']} "
         f"({result['ukip_human_users_flagged']}), duckhunt "
