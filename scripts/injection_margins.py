@@ -18,7 +18,13 @@ value), and the fit at the shipped value gives the people expected to be flagged
 not seen. It is an extrapolation, not a measurement. It leans high where it has least to go on:
 the edge's zero counts as half a person, so a count that falls to zero in one step still gets a
 finite slope. Summed over the rules, it is the people expected to be flagged among 1,000 more
-who type as these do.
+who type as these do. A power law (log count linear in the value's log) is fitted beside it:
+a heavier tail, the reading if a few people differ in kind rather than degree.
+
+Which tail to believe is checked on people each fit has not seen (:func:`cross_check`): each
+group's fit predicts the other groups' counts at every value from its own edge on, where it
+saw nobody flagged and a threshold set on it alone could sit; the script sets the predictions
+beside the counts, and sums them over the rules.
 
     python scripts/injection_margins.py DIR [--parts 2] [--json]
 """
@@ -101,14 +107,15 @@ def added(curves: list[list[tuple[int, int]]]) -> list[tuple[int, int]]:
     return out
 
 
-def expected(steps: list[tuple[int, int]], value: float) -> float | None:
-    """People a geometric tail fitted to ``steps`` (a :func:`curve`) predicts at ``value``: the
-    Poisson regression of each count on its value (log count linear in the value), with the
-    edge's 0 counted as half a person. None if the curve flagged nobody at all, or has one
-    value only (no slope)."""
+def expected(steps: list[tuple[int, int]], value: float, power: bool = False) -> float | None:
+    """People a tail fitted to ``steps`` (a :func:`curve`) predicts at ``value``: the Poisson
+    regression of each count on its value (geometric: log count linear in the value) or, with
+    ``power``, on the value's log (a power law: a heavier tail), with the edge's 0 counted as
+    half a person. None if the curve flagged nobody at all, or has one value only (no slope)."""
     if len(steps) < 2 or not any(n for _, n in steps):
         return None
-    v = np.array([s[0] for s in steps], dtype=float)
+    scale = np.log if power else np.asarray
+    v = scale(np.array([s[0] for s in steps], dtype=float))
     n = np.array([s[1] or 0.5 for s in steps], dtype=float)
     x = np.column_stack([np.ones_like(v), v - v.mean()])
     beta = np.array([np.log(n.mean()), 0.0])
@@ -118,31 +125,72 @@ def expected(steps: list[tuple[int, int]], value: float) -> float | None:
         beta += step
         if np.abs(step).max() < 1e-12:
             break
-    return float(np.exp(beta[0] + beta[1] * (value - v.mean())))
+    return float(np.exp(beta[0] + beta[1] * (scale(float(value)) - v.mean())))
+
+
+def cross_check(curves: list[list[tuple[int, int]]], sizes: list[int],
+                power: bool = False) -> list[dict]:
+    """Each group's tail (:func:`expected`) predicting the other groups, people it has not
+    seen: at each value from the group's own edge on (where it flags nobody, and a threshold
+    set on it alone could sit), the people it predicts among the others (scaled by their
+    number) beside those the others' curves flagged there. One entry a group with an edge and
+    a tail: {"group": its index, "values", "predicted", "observed"}."""
+    out = []
+    for g, own in enumerate(curves):
+        others = [c for h, c in enumerate(curves) if h != g]
+        if not others or own[-1][1] != 0 or expected(own, own[-1][0], power) is None:
+            continue
+        seen = added(others)
+        values = [v for v, _ in added(curves)]
+        start = values.index(own[-1][0])
+        scale = (sum(sizes) - sizes[g]) / sizes[g]
+        out.append({"group": g, "values": values[start:],
+                    "predicted": [expected(own, v, power) * scale for v in values[start:]],
+                    "observed": [seen[i][1] if i < len(seen) else 0
+                                 for i in range(start, len(values))]})
+    return out
 
 
 def margins(people: list[UserSessions], parts: int = 2) -> dict:
     """knob -> {"default": the shipped value, "groups": [(first, last) person index],
-    "curves": [per group, its :func:`curve`], "loosest": [per group, its edge or None],
-    "expected_per_1000": for :data:`RULE_KNOBS`, the people :func:`expected` at the default,
-    per 1,000 (None for the other knobs, or if nobody was flagged)}."""
+    "curves": [per group, its :func:`curve`], "loosest": [per group, its edge or None], and
+    for :data:`RULE_KNOBS` (None for the other knobs, or if nobody was flagged):
+    "expected_per_1000" / "expected_power_per_1000": the people :func:`expected` (geometric /
+    power-law tail) at the default, per 1,000; "cross_check" / "cross_check_power": its
+    :func:`cross_check`}."""
     size = -(-len(people) // parts)
     groups = [people[i:i + size] for i in range(0, len(people), size)]
     bounds = [(i, min(i + size, len(people)) - 1) for i in range(0, len(people), size)]
+    sizes = [len(group) for group in groups]
     out = {}
     for knob in KNOBS:
         curves = [curve(group, knob) for group in groups]
         default = getattr(PRESETS["balanced"], knob)
-        tail = expected(added(curves), default) if knob in RULE_KNOBS else None
-        out[knob] = {"default": default, "groups": bounds, "curves": curves,
-                     "loosest": [c[-1][0] if c[-1][1] == 0 else None for c in curves],
-                     "expected_per_1000": None if tail is None else tail * 1000 / len(people)}
+        row = {"default": default, "groups": bounds, "curves": curves,
+               "loosest": [c[-1][0] if c[-1][1] == 0 else None for c in curves]}
+        for suffix, power in (("", False), ("_power", True)):
+            tail = expected(added(curves), default, power) if knob in RULE_KNOBS else None
+            row[f"expected{suffix}_per_1000"] = (None if tail is None
+                                                 else tail * 1000 / len(people))
+            row[f"cross_check{suffix}"] = (cross_check(curves, sizes, power)
+                                           if knob in RULE_KNOBS else None)
+        out[knob] = row
     return out
 
 
-def expected_total(result: dict) -> float:
-    """People expected to be flagged among 1,000 not seen, summed over :data:`RULE_KNOBS`."""
-    return sum(result[knob]["expected_per_1000"] or 0.0 for knob in RULE_KNOBS)
+def expected_total(result: dict, power: bool = False) -> float:
+    """People expected to be flagged among 1,000 not seen, summed over :data:`RULE_KNOBS`
+    (geometric tails, or with ``power`` power-law ones)."""
+    key = "expected_power_per_1000" if power else "expected_per_1000"
+    return sum(result[knob][key] or 0.0 for knob in RULE_KNOBS)
+
+
+def cross_totals(result: dict, power: bool = False) -> tuple[float, int]:
+    """(predicted, observed): every :func:`cross_check` of :data:`RULE_KNOBS` summed."""
+    checks = [c for knob in RULE_KNOBS
+              for c in result[knob]["cross_check_power" if power else "cross_check"]]
+    return (sum(sum(c["predicted"]) for c in checks),
+            sum(sum(c["observed"]) for c in checks))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,8 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     people, _report = aalto.load(args.dir)
     people = [p for p in people if p.sessions]
     result = margins(people, args.parts)
+    (geo_p, seen), (pow_p, _) = cross_totals(result), cross_totals(result, power=True)
     if args.json:
-        print(json.dumps({**result, "rules_expected_per_1000": expected_total(result)}, indent=2))
+        print(json.dumps({**result, "rules_expected_per_1000": expected_total(result),
+                          "rules_expected_power_per_1000": expected_total(result, power=True),
+                          "cross_check_totals": {"predicted": geo_p, "predicted_power": pow_p,
+                                                 "observed": seen}}, indent=2))
         return 0
     for knob, row in result.items():
         cells = ", ".join(f"{a}-{b}: {v}" for (a, b), v in zip(row["groups"], row["loosest"]))
@@ -166,10 +218,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'':<24} people flagged, {a}-{b}: "
                   + ", ".join(f"{value}: {n}" for value, n in steps))
         if row["expected_per_1000"] is not None:
-            print(f"{'':<24} geometric tail at {row['default']}: "
-                  f"{row['expected_per_1000']:.2g} people per 1,000 not seen")
-    print(f"expected people flagged per 1,000 not seen, the rules' thresholds summed: "
-          f"{expected_total(result):.2g}")
+            print(f"{'':<24} tail at {row['default']}, people per 1,000 not seen: geometric "
+                  f"{row['expected_per_1000']:.2g}, power law "
+                  f"{row['expected_power_per_1000']:.2g}")
+        for geo, pow_ in zip(row["cross_check"] or [], row["cross_check_power"] or []):
+            a, b = row["groups"][geo["group"]]
+            print(f"{'':<24} fitted on {a}-{b}, the others at "
+                  + ", ".join(map(str, geo["values"])) + ": predicted "
+                  + " ".join(f"{x:.2g}" for x in geo["predicted"]) + " (power law "
+                  + " ".join(f"{x:.2g}" for x in pow_["predicted"]) + "), flagged "
+                  + " ".join(map(str, geo["observed"])))
+    print(f"people expected to be flagged per 1,000 not seen, the rules' thresholds summed: "
+          f"geometric {expected_total(result):.2g}, power law "
+          f"{expected_total(result, power=True):.2g}")
+    print(f"each group's tails predicting the others from its own edge on, summed: geometric "
+          f"{geo_p:.3g}, power law {pow_p:.3g}; flagged {seen}")
     return 0
 
 

@@ -31,11 +31,17 @@ def test_each_group_gets_the_edge_of_its_own_no_flag_region(aalto_dir):
                 looser = replace(PRESETS["balanced"], **{knob: values[values.index(value) - 1]})
                 data = script.streams(group, keyboard_attached=knob in script.NEW_KEYBOARD)
                 assert any(scan(stream, looser) for stream in data), (knob, value)
-        tail = (script.expected(script.added(row["curves"]), row["default"])
-                if knob in script.RULE_KNOBS else None)
-        assert row["expected_per_1000"] == (None if tail is None else tail * 1000 / 20)
-    assert script.expected_total(out) == sum(out[k]["expected_per_1000"] or 0
-                                             for k in script.RULE_KNOBS)
+        for suffix, power in (("", False), ("_power", True)):
+            rule = knob in script.RULE_KNOBS
+            tail = (script.expected(script.added(row["curves"]), row["default"], power)
+                    if rule else None)
+            assert row[f"expected{suffix}_per_1000"] == (None if tail is None
+                                                         else tail * 1000 / 20)
+            assert row[f"cross_check{suffix}"] == (
+                script.cross_check(row["curves"], [10, 10], power) if rule else None)
+    for power, key in ((False, "expected_per_1000"), (True, "expected_power_per_1000")):
+        assert script.expected_total(out, power) == sum(out[k][key] or 0
+                                                        for k in script.RULE_KNOBS)
 
 
 def test_the_tail_estimate_is_a_geometric_fit_that_leans_high():
@@ -53,6 +59,44 @@ def test_the_tail_estimate_is_a_geometric_fit_that_leans_high():
     descending = [(400, 3), (380, 1), (360, 0)]                 # a knob looser at more
     assert script.expected(descending, 100) < script.expected(descending, 340) < 0.5
     assert script.added([[(1, 3), (2, 1), (3, 0)], [(1, 2), (2, 0)]]) == [(1, 5), (2, 1), (3, 0)]
+
+
+def test_the_power_law_tail_is_heavier_and_exact_on_a_power_law():
+    """Counts falling as the value's -2nd power fit exactly with ``power``; on the same
+    curve the power law predicts more people far out than the geometric tail."""
+    script = load_script("injection_margins")
+    steps = [(1, 64), (2, 16), (4, 4), (8, 1)]
+    assert abs(script.expected(steps, 16, power=True) - 0.25) < 1e-9
+    halving = [(1, 8), (2, 4), (3, 2), (4, 1), (5, 0)]
+    assert script.expected(halving, 16, power=True) > 100 * script.expected(halving, 16)
+
+
+def test_each_group_tail_predicts_the_others_from_its_own_edge_on():
+    """A group's fit, scaled to the others' number, against the others' counts at every value
+    from the group's edge to the end of the longest curve; a group with no edge, or nobody
+    flagged, predicts nothing. The totals add every cell of the rule knobs."""
+    script = load_script("injection_margins")
+    a = [(1, 8), (2, 4), (3, 2), (4, 1), (5, 0)]       # halving: exact fit
+    b = [(1, 10), (2, 6), (3, 3), (4, 2), (5, 2), (6, 1), (7, 0)]
+    checks = script.cross_check([a, b], [100, 300])
+    assert [c["group"] for c in checks] == [0, 1]
+    first, second = checks
+    assert first["values"] == [5, 6, 7] and first["observed"] == [2, 1, 0]
+    for value, predicted in zip(first["values"], first["predicted"]):
+        assert abs(predicted - 3 * 8 * 0.5 ** (value - 1)) < 1e-9
+    assert second["values"] == [7] and second["observed"] == [0]
+    assert abs(second["predicted"][0] - script.expected(b, 7) / 3) < 1e-12
+    assert script.cross_check([a, [(1, 3), (2, 1)]], [1, 1]) == [            # b has no edge
+        {"group": 0, "values": [5], "predicted": [script.expected(a, 5)], "observed": [0]}]
+    assert script.cross_check([[(1, 0)], b], [1, 1])[0]["group"] == 1      # a flags nobody
+    assert script.cross_check([a], [5]) == []                               # nobody else
+    result = {knob: {"cross_check": [], "cross_check_power": []} for knob in script.RULE_KNOBS}
+    result["short_hold_count"] = {"cross_check": checks,
+                                  "cross_check_power": script.cross_check([a, b], [100, 300],
+                                                                          power=True)}
+    predicted, observed = script.cross_totals(result)
+    assert observed == 3 and abs(predicted - sum(map(sum, (c["predicted"] for c in checks)))) < 1e-12
+    assert script.cross_totals(result, power=True)[0] > predicted
 
 
 def test_streams_are_each_session_and_the_day_and_can_open_on_a_new_keyboard(aalto_dir):
