@@ -95,7 +95,8 @@ def test_each_group_tail_predicts_the_others_from_its_own_edge_on():
                                   "cross_check_power": script.cross_check([a, b], [100, 300],
                                                                           power=True)}
     predicted, observed = script.cross_totals(result)
-    assert observed == 3 and abs(predicted - sum(map(sum, (c["predicted"] for c in checks)))) < 1e-12
+    assert observed == 3
+    assert abs(predicted - sum(sum(c["predicted"]) for c in checks)) < 1e-12
     assert script.cross_totals(result, power=True)[0] > predicted
 
 
