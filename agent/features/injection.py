@@ -67,7 +67,9 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     keys, so this rule catches "jittered" injectors that type at a human pace. Default: 16 of
     20. The human runs are short, so a longer window buys margin for a few keys: a geometric
     tail fitted to those counts puts 0.012 people per 1,000 not seen at 16 of 20, 0.07 at 12 of
-    16, while four holds in 20 may still be long (a slow USB poll, a loaded machine).
+    16, while four holds in 20 may still be long (a slow USB poll, a loaded machine). Fitted on
+    half the people, that tail under-predicts the other half about fourfold: read it as a
+    range up to a power law's 0.5 per 1,000 (``scripts/injection_margins.py``).
 ``uniform_holds``
     the last ``uniform_hold_window`` holds (not caught up) all within ``uniform_hold_range_ms``
     (2 ms) of each other: an injector told to hold keys for a human-looking 80 ms still holds
