@@ -14,15 +14,15 @@ from agent.sources.loading import LoadReport, SourceError
 log = logging.getLogger("cadence")
 
 
-def _loader(fmt: str):
-    if fmt == "aalto":
-        from agent.sources.datasets import aalto
-        return aalto.load
-    if fmt == "balabit":
-        from agent.sources.datasets import balabit
-        return balabit.load
-    from agent.sources import replay
-    return replay.load
+def _people(args):
+    """The dataset's people (a seeded sample of ``--users``), read as they are iterated."""
+    if args.format == "aalto":
+        from agent.sources.datasets import aalto as source
+    elif args.format == "balabit":
+        from agent.sources.datasets import balabit as source
+    else:
+        from agent.sources import replay as source
+    return source.people(Path(args.dir), users=args.users, seed=args.seed)
 
 
 def _progress(total: int, what: str):
@@ -39,22 +39,20 @@ def _report(result: dict, args, title: str, lines: list[str]) -> None:
             print("  " + line)
 
 
-def _load(args) -> tuple[list, LoadReport]:
-    report = LoadReport()
-    people, report = _loader(args.format)(Path(args.dir), users=args.users, seed=args.seed,
-                                          report=report)
+def _loaded(report: LoadReport) -> dict:
+    """The load report, once the files are read; what was skipped is said on stderr."""
     if report.skipped_rows or report.failed_files:
         log.warning("%d malformed rows skipped, %d files unreadable (see messages above)",
                     report.skipped_rows, len(report.failed_files))
-    return people, report
+    return report.as_dict()
 
 
 def cmd_eval_keystroke(args) -> int:
     from agent.evaluation import keystroke
-    people, report = _load(args)
+    people, report = _people(args).load()
     with _progress(len(people), "keystroke eval") as bar:
         result = keystroke.evaluate(people, enrol=args.enrol, seed=args.seed, progress=bar.update)
-    result["load"] = report.as_dict()
+    result["load"] = _loaded(report)
     _report(result, args, f"Free-text keystrokes, {args.format}: {result['users']} users "
             f"({result['skipped']} skipped), enrol {args.enrol} sessions, seed {args.seed}", [
         f"EER k=1: mean {100 * result['eer_mean']:.2f}%  median {100 * result['eer_median']:.2f}%",
@@ -255,7 +253,10 @@ def cmd_eval_protocol(args) -> int:
     summary_lines()."""
     import importlib
     module = importlib.import_module(f"agent.evaluation.{args.protocol}")
-    people, report = _load(args)
+    people = _people(args)   # injection judges one person at a time: read as it goes
+    report = people.report
+    if args.protocol != "injection":
+        people, _ = people.load()
     options = {"seed": args.seed}
     if args.protocol == "continuous":
         options["enrol"] = args.enrol
@@ -269,7 +270,7 @@ def cmd_eval_protocol(args) -> int:
         if balabit.has_challenge(Path(args.dir)):  # test sessions of unsampled users: unscored
             tests = balabit.load_challenge(Path(args.dir), report)
             result.update(module.evaluate_challenge(people, tests))
-    result["load"] = report.as_dict()
+    result["load"] = _loaded(report)
     _report(result, args, f"{args.protocol.capitalize()}, {args.format}, seed {args.seed}:",
             module.summary_lines(result))
     return 0

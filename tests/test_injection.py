@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
+import weakref
 from dataclasses import fields
 
 import numpy as np
@@ -17,6 +19,7 @@ from agent.evaluation import injection as protocol
 from agent.features.injection import (PRESETS, Detection, InjectionDetector, InjectionPolicy,
                                       scan)
 from agent.sources.datasets import aalto
+from agent.sources.loading import UserSessions
 
 MS = 1_000_000
 T0 = 1_700_000_000_000 * MS       # an epoch-ms clock, like the Aalto data's
@@ -679,6 +682,28 @@ def test_the_eval_command_sees_the_injector_arrive_unless_told_not_to(aalto_dir)
     assert default["keyboard_attached"] is True and timing["keyboard_attached"] is False
     assert default["keys_to_detect_5ms"] == 5.0 < timing["keys_to_detect_5ms"]
     assert run("--keyboard-attached") == default
+
+
+def test_the_evaluation_judges_people_as_they_are_read_and_lets_each_go(twenty_people):
+    """A dataset larger than memory (the full Aalto download) streams through: no more than
+    the person being judged is held while the next is read, and the figures are the same."""
+    held = []
+
+    def stream():
+        for person in twenty_people[:6]:
+            gc.collect()
+            held.append(sum(ref() is not None for ref in refs))
+            copy = UserSessions(person.user, [list(s) for s in person.sessions])
+            refs.append(weakref.ref(copy))
+            yield copy
+            del copy
+
+    refs: list = []
+    result = protocol.evaluate(stream(), seed=4)
+    assert held == [0, 1, 1, 1, 1, 1]       # the loop's current person only, never the earlier
+    assert result == protocol.evaluate(twenty_people[:6], seed=4)
+    with pytest.raises(ValueError, match="no person with a session"):
+        protocol.evaluate(iter([UserSessions("empty", [])]))
 
 
 def test_progress_is_reported_per_person(twenty_people):

@@ -62,6 +62,32 @@ def test_aalto_empty_and_foreign_files_are_named_and_the_run_goes_on(tmp_path, c
     assert "not this format" in caplog.text
 
 
+@pytest.mark.parametrize("layout", ["keystrokes", "files", "Keystrokes/files", "."])
+def test_aalto_files_are_found_in_the_subset_and_the_public_download_layouts(tmp_path, layout):
+    """The shared subset holds keystrokes/; Keystrokes.zip unpacks to Keystrokes/files/, with
+    metadata_participants.txt beside the participants' files."""
+    folder = tmp_path / layout
+    write_aalto(folder, "7", aalto_row(1, 1000, 1080, 84))
+    (folder / "metadata_participants.txt").write_text("PARTICIPANT_ID\tAGE\n7\t30\n")
+    assert aalto.participant_files(tmp_path) == [folder / "7_keystrokes.txt"]
+    people, report = aalto.load(tmp_path)
+    assert [p.user for p in people] == ["7"] and report.files == 1 and not report.failed_files
+
+
+def test_people_are_read_only_as_they_are_iterated(tmp_path):
+    for pid in ("1", "2", "3"):
+        write_aalto(tmp_path, pid, aalto_row(1, 1000, 1080, 84, pid=pid))
+    (tmp_path / "4_keystrokes.txt").write_bytes(b"")          # unreadable: passed over
+    chosen = aalto.people(tmp_path)
+    assert len(chosen) == 4 and chosen.report.files == 0      # nothing read yet
+    stream = iter(chosen)
+    assert next(stream).user == "1" and chosen.report.files == 1
+    assert [p.user for p in stream] == ["2", "3"]
+    assert chosen.report.files == 4 and len(chosen.report.failed_files) == 1
+    sampled = aalto.people(tmp_path, users=2, seed=5)
+    assert len(sampled) == 2 and [p.user for p in sampled] == [p.user for p in sampled.load()[0]]
+
+
 def test_missing_folder_and_empty_folder_say_what_to_do(tmp_path):
     with pytest.raises(SourceError, match="no such folder"):
         aalto.load(tmp_path / "nope")

@@ -231,20 +231,20 @@ def _keys_to_detect(events: list[Event], start: int,
     return out
 
 
-def evaluate(people: list[UserSessions], seed: int = 0,
+def evaluate(people: Iterable[UserSessions], seed: int = 0,
              progress: Callable[[int], None] | None = None,
              policy: InjectionPolicy | str | None = None, keyboard_attached: bool = True,
              ) -> dict:
-    """The protocol above over ``people``; deterministic for a seed. Figures per rule."""
-    people = [p for p in people if p.sessions]
-    if not people:
-        raise ValueError("no person with a session; nothing to evaluate")
-    streams = human_keys = 0
+    """The protocol above over ``people``; deterministic for a seed. Figures per rule. Each
+    person is judged alone and then let go, so ``people`` may be read as it goes (a
+    :class:`~agent.sources.loading.People`): memory does not grow with the dataset."""
+    users = streams = human_keys = 0
     flagged_streams = dict.fromkeys(RULES, 0)
     flagged_users = dict.fromkeys(RULES, 0)
     by_rule: dict[str, int] = {}
     keys: dict[tuple[str, str], list[int | None]] = {(r, i): [] for r in RULES for i in INJECTORS}
-    for index, person in enumerate(people):
+    for index, person in enumerate(p for p in people if p.sessions):
+        users += 1
         user_hit = dict.fromkeys(RULES, False)
         human_keys += sum(e.kind == Kind.DOWN and not e.repeat
                           for session in person.sessions for e in session)
@@ -266,12 +266,14 @@ def evaluate(people: list[UserSessions], seed: int = 0,
                 keys[(rule, injector)].append(k)
         if progress:
             progress(1)
+    if not users:
+        raise ValueError("no person with a session; nothing to evaluate")
     result: dict = {
-        "users": len(people),
+        "users": users,
         "seed": seed,
         "keyboard_attached": keyboard_attached,
         "payload_chars": PAYLOAD_CHARS,
-        "trials_per_injector": len(people),
+        "trials_per_injector": users,
         "human_streams": streams,
         "human_keys": human_keys,
         "human_false_positives": flagged_streams["cadence"],

@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from agent.events import Event
 
@@ -56,6 +58,32 @@ class LoadReport:
             "adjusted": dict(self.adjusted),
             "failed_files": len(self.failed_files),
         }
+
+
+@dataclass
+class People:
+    """The people a loader chose, each read from disk only when iteration reaches them, so an
+    evaluation that judges one person at a time (``cadence eval injection``) runs over a
+    dataset larger than memory: the full Aalto download is 168,000 people. ``len`` is how many
+    were chosen (one with no readable session is passed over). Each iteration reads the files
+    again and adds to ``report`` again: iterate once, or take :meth:`load`."""
+
+    items: list
+    read: Callable[[Any, LoadReport], UserSessions | None]
+    report: LoadReport = field(default_factory=LoadReport)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[UserSessions]:
+        for item in self.items:
+            person = self.read(item, self.report)
+            if person is not None and person.sessions:
+                yield person
+
+    def load(self) -> tuple[list[UserSessions], LoadReport]:
+        """Everyone, in memory (for evaluations that set people against each other)."""
+        return list(self), self.report
 
 
 def require_dir(path: Path, what: str) -> Path:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from agent.events import ARRIVALS, Button, Event, Kind
 from agent.keymap import KeyTracker
-from agent.sources.loading import LoadReport, SourceError, UserSessions, require_dir, sample
+from agent.sources.loading import (LoadReport, People, SourceError, UserSessions, require_dir,
+                                   sample)
 
 HEADER = ["t_ms", "kind", "key", "x", "y", "button"]
 _KINDS = {k.name.lower(): k for k in Kind}
@@ -93,21 +94,27 @@ def _parse(row: list[str], tracker: KeyTracker) -> Event | None:
     return Event(t_ns, kind, x=x, y=y, button=button)
 
 
-def load(root: Path, users: int | None = None, seed: int = 0,
-         report: LoadReport | None = None) -> tuple[list[UserSessions], LoadReport]:
-    """Every user folder under ``root`` (a seeded sample of ``users``), sessions by name."""
+def read_user(folder: Path, report: LoadReport) -> UserSessions:
+    """A user folder's sessions, by name (the unreadable and the empty left out)."""
+    sessions = [read_session(p, report) for p in sorted(folder.glob("*.csv"))]
+    return UserSessions(folder.name, [s for s in sessions if s])
+
+
+def people(root: Path, users: int | None = None, seed: int = 0,
+           report: LoadReport | None = None) -> People:
+    """Every user folder under ``root`` (a seeded sample of ``users``), read as needed."""
     root = require_dir(Path(root), "a recordings folder (DIR/<user>/<session>.csv)")
-    report = report if report is not None else LoadReport()
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     if not folders:
         raise SourceError(f"{root}: no user folders; recordings are DIR/<user>/<session>.csv")
-    out = []
-    for folder in sample(folders, users, seed):
-        sessions = [read_session(p, report) for p in sorted(folder.glob("*.csv"))]
-        sessions = [s for s in sessions if s]
-        if sessions:
-            out.append(UserSessions(folder.name, sessions))
-    return out, report
+    return People(sample(folders, users, seed), read_user,
+                  report if report is not None else LoadReport())
+
+
+def load(root: Path, users: int | None = None, seed: int = 0,
+         report: LoadReport | None = None) -> tuple[list[UserSessions], LoadReport]:
+    """Every user folder under ``root`` (a seeded sample of ``users``), sessions by name."""
+    return people(root, users, seed, report).load()
 
 
 def write_session(path: Path, events: list[Event]) -> None:

@@ -1,4 +1,5 @@
-"""The Aalto "136M Keystrokes" layout: ``keystrokes/<PARTICIPANT_ID>_keystrokes.txt``.
+"""The Aalto "136M Keystrokes" layout: ``keystrokes/<PARTICIPANT_ID>_keystrokes.txt`` (the
+shared subset), or ``files/`` as the public download (``Keystrokes.zip``) unpacks.
 
 Tab-separated, one header row, columns ``PARTICIPANT_ID TEST_SECTION_ID SENTENCE USER_INPUT
 KEYSTROKE_ID PRESS_TIME RELEASE_TIME LETTER KEYCODE`` (epoch ms, browser keyCode). Each row
@@ -16,21 +17,29 @@ from pathlib import Path
 
 from agent.events import Event, Kind
 from agent.keymap import from_browser_keycode
-from agent.sources.loading import LoadReport, SourceError, UserSessions, require_dir, sample
+from agent.sources.loading import (LoadReport, People, SourceError, UserSessions, require_dir,
+                                   sample)
 
 SUFFIX = "_keystrokes.txt"
 N_COLUMNS = 9
 _NS_PER_MS = 1_000_000
 
 
+FOLDERS = ("keystrokes", "files", "Keystrokes/files", ".")  # where the files may lie under DIR
+
+
 def participant_files(root: Path) -> list[Path]:
-    """The participant files under ``root`` (the dataset folder or its ``keystrokes/``)."""
-    root = require_dir(Path(root), "the Aalto dataset folder (it holds keystrokes/)")
-    folder = root / "keystrokes" if (root / "keystrokes").is_dir() else root
-    files = sorted(folder.glob("*" + SUFFIX))
-    if not files:
-        raise SourceError(f"{folder}: no *{SUFFIX} files; is this the Aalto 136M layout?")
-    return files
+    """The participant files under ``root``: in its ``keystrokes/`` (the shared subset), its
+    ``files/`` or ``Keystrokes/files/`` (the public download, unpacked or its parent), or in
+    ``root`` itself. The first of these that holds any is taken."""
+    root = require_dir(Path(root), "the Aalto dataset folder (it holds keystrokes/ or files/)")
+    for name in FOLDERS:
+        folder = root / name
+        files = sorted(folder.glob("*" + SUFFIX)) if folder.is_dir() else []
+        if files:
+            return files
+    raise SourceError(f"{root}: no *{SUFFIX} files in it or in its "
+                      f"{', '.join(n + '/' for n in FOLDERS[:-1])}; is this the Aalto 136M layout?")
 
 
 def _int_field(raw: bytes) -> int:
@@ -85,13 +94,14 @@ def _to_events(rows: list[tuple[int, int, int]]) -> list[Event]:
     return events
 
 
+def people(root: Path, users: int | None = None, seed: int = 0,
+           report: LoadReport | None = None) -> People:
+    """The participants under ``root`` (a seeded sample of ``users`` of them), read as needed."""
+    return People(sample(participant_files(root), users, seed), read_participant,
+                  report if report is not None else LoadReport())
+
+
 def load(root: Path, users: int | None = None, seed: int = 0,
          report: LoadReport | None = None) -> tuple[list[UserSessions], LoadReport]:
     """Load the participants under ``root`` (a seeded sample of ``users`` of them)."""
-    report = report if report is not None else LoadReport()
-    out = []
-    for path in sample(participant_files(root), users, seed):
-        person = read_participant(path, report)
-        if person is not None and person.sessions:
-            out.append(person)
-    return out, report
+    return people(root, users, seed, report).load()

@@ -38,7 +38,8 @@ import math
 from pathlib import Path
 
 from agent.events import Button, Event, Kind
-from agent.sources.loading import LoadReport, SourceError, UserSessions, require_dir, sample
+from agent.sources.loading import (LoadReport, People, SourceError, UserSessions, require_dir,
+                                   sample)
 
 HEADER = ("record timestamp", "client timestamp", "button", "state", "x", "y")
 N_COLUMNS = len(HEADER)
@@ -140,16 +141,17 @@ def read_user(user_dir: Path, report: LoadReport) -> UserSessions:
     return UserSessions(user_dir.name, sessions)
 
 
+def people(root: Path, users: int | None = None, seed: int = 0,
+           report: LoadReport | None = None) -> People:
+    """The users under ``root`` (a seeded sample of ``users``), read as needed."""
+    return People(sample(user_folders(root), users, seed), read_user,
+                  report if report is not None else LoadReport())
+
+
 def load(root: Path, users: int | None = None, seed: int = 0,
          report: LoadReport | None = None) -> tuple[list[UserSessions], LoadReport]:
     """The training sessions of the users under ``root`` (a seeded sample of ``users``)."""
-    report = report if report is not None else LoadReport()
-    out = []
-    for user_dir in sample(user_folders(root), users, seed):
-        person = read_user(user_dir, report)
-        if person.sessions:
-            out.append(person)
-    return out, report
+    return people(root, users, seed, report).load()
 
 
 def has_challenge(root: Path) -> bool:
