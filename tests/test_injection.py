@@ -706,6 +706,18 @@ def test_the_evaluation_judges_people_as_they_are_read_and_lets_each_go(twenty_p
         protocol.evaluate(iter([UserSessions("empty", [])]))
 
 
+def test_a_person_who_only_moved_the_mouse_gets_no_trial(twenty_people):
+    """A recording may hold mouse-only users: their streams are judged, no payload is spliced
+    into typing they never did, and a dataset of nothing else says so."""
+    mouse = UserSessions("mouse", [[Event(i * 10 * MS, Kind.MOVE, x=i, y=i) for i in range(50)]])
+    result = protocol.evaluate([*twenty_people[:3], mouse], seed=1)
+    assert result["users"] == 4 and result["trials_per_injector"] == 3
+    assert result["human_streams"] == sum(len(p.sessions) + 1 for p in twenty_people[:3]) + 2
+    assert result["human_false_positives"] == 0 and result["missed_5ms_pct"] == 0.0
+    with pytest.raises(ValueError, match="nobody typed a key"):
+        protocol.evaluate([mouse])
+
+
 def test_progress_is_reported_per_person(twenty_people):
     calls = []
     protocol.evaluate(twenty_people[:3], seed=0, progress=calls.append)

@@ -180,8 +180,8 @@ def injected_keys(rng: np.random.Generator, injector: str, t0_ns: int, first_id:
 
 def spliced_trial(rng: np.random.Generator, person: UserSessions, injector: str,
                   keyboard_attached: bool = False) -> tuple[list[Event], int]:
-    """(events, index of the first injected event): a human session cut after 20-40 keys,
-    then a pause (the injector attaching at its start, if ``keyboard_attached``), then the
+    """(events, index of the first injected event): a human session cut after 20-40 keys
+    (``person`` typed at least one), then a pause (the injector attaching at its start, if ``keyboard_attached``), then the
     injector's payload."""
     want = int(rng.integers(PREFIX_KEYS[0], PREFIX_KEYS[1] + 1))
     counts = [sum(1 for e in s if e.kind == Kind.DOWN and not e.repeat) for s in person.sessions]
@@ -238,7 +238,7 @@ def evaluate(people: Iterable[UserSessions], seed: int = 0,
     """The protocol above over ``people``; deterministic for a seed. Figures per rule. Each
     person is judged alone and then let go, so ``people`` may be read as it goes (a
     :class:`~agent.sources.loading.People`): memory does not grow with the dataset."""
-    users = streams = human_keys = 0
+    users = streams = human_keys = trials = 0
     flagged_streams = dict.fromkeys(RULES, 0)
     flagged_users = dict.fromkeys(RULES, 0)
     by_rule: dict[str, int] = {}
@@ -246,8 +246,9 @@ def evaluate(people: Iterable[UserSessions], seed: int = 0,
     for index, person in enumerate(p for p in people if p.sessions):
         users += 1
         user_hit = dict.fromkeys(RULES, False)
-        human_keys += sum(e.kind == Kind.DOWN and not e.repeat
-                          for session in person.sessions for e in session)
+        typed = sum(e.kind == Kind.DOWN and not e.repeat
+                    for session in person.sessions for e in session)
+        human_keys += typed
         for stream in human_streams(person, keyboard_attached):
             streams += 1
             fired = flagged_rules(stream, policy)
@@ -259,21 +260,24 @@ def evaluate(people: Iterable[UserSessions], seed: int = 0,
                 by_rule[fired["cadence"]] = by_rule.get(fired["cadence"], 0) + 1
         for rule in RULES:
             flagged_users[rule] += user_hit[rule]
-        for j, injector in enumerate(INJECTORS):
-            rng = np.random.default_rng([seed, index, j])
-            events, start = spliced_trial(rng, person, injector, keyboard_attached)
-            for rule, k in _keys_to_detect(events, start, _detectors(policy)).items():
-                keys[(rule, injector)].append(k)
+        if typed:           # else (a mouse-only recording) there is no typing to splice into
+            trials += 1
+            for j, injector in enumerate(INJECTORS):
+                rng = np.random.default_rng([seed, index, j])
+                events, start = spliced_trial(rng, person, injector, keyboard_attached)
+                for rule, k in _keys_to_detect(events, start, _detectors(policy)).items():
+                    keys[(rule, injector)].append(k)
         if progress:
             progress(1)
-    if not users:
-        raise ValueError("no person with a session; nothing to evaluate")
+    if not trials:
+        raise ValueError("no person with a session" if not users else
+                         "nobody typed a key (mouse only?); nothing to evaluate")
     result: dict = {
         "users": users,
         "seed": seed,
         "keyboard_attached": keyboard_attached,
         "payload_chars": PAYLOAD_CHARS,
-        "trials_per_injector": users,
+        "trials_per_injector": trials,
         "human_streams": streams,
         "human_keys": human_keys,
         "human_false_positives": flagged_streams["cadence"],
