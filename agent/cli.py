@@ -14,6 +14,28 @@ from agent.sources.loading import LoadReport, SourceError
 log = logging.getLogger("cadence")
 
 
+def _at_least(low: int):
+    """An argparse type: a whole number no smaller than ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+    return parse
+
+
+def _enrol_keystrokes(text: str) -> int:
+    """``--enrol-keystrokes``: the policy's own range (enrol_keystrokes in settings)."""
+    from agent.policy import PolicyError, validate
+    try:
+        return validate("enrol_keystrokes", _at_least(0)(text), "--enrol-keystrokes")
+    except PolicyError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _people(args):
     """The dataset's people (a seeded sample of ``--users``), read as they are iterated."""
     if args.format == "aalto":
@@ -78,7 +100,7 @@ def cmd_run(args) -> int:
     from agent.runtime import Agent
     from agent.system.instance import AlreadyRunning
     paths, settings = _settings()
-    if args.enrol_keystrokes:
+    if args.enrol_keystrokes is not None:
         import dataclasses
         settings = dataclasses.replace(settings, policy=dataclasses.replace(
             settings.policy, enrol_keystrokes=args.enrol_keystrokes))
@@ -293,8 +315,8 @@ def _eval_parser(sub, name: str, formats: list[str], handler, help_text: str):
     p = sub.add_parser(name, help=help_text)
     p.add_argument("dir", help="dataset or recordings folder")
     p.add_argument("--format", choices=formats, required=True)
-    p.add_argument("--users", type=int, default=None, help="a seeded sample of N users")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--users", type=_at_least(1), default=None, help="a seeded sample of N users")
+    p.add_argument("--seed", type=_at_least(0), default=0)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.set_defaults(handler=handler)
     return p
@@ -309,10 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     protocols = evaluate.add_subparsers(dest="protocol", required=True)
     ks = _eval_parser(protocols, "keystroke", ["aalto", "recording"], cmd_eval_keystroke,
                       "free-text keystroke EER")
-    ks.add_argument("--enrol", type=int, default=10, help="enrolment sessions (default 10)")
+    ks.add_argument("--enrol", type=_at_least(1), default=10,
+                    help="enrolment sessions (default 10, at most 10)")
     cont = _eval_parser(protocols, "continuous", ["aalto", "recording"], cmd_eval_protocol,
                         "continuous authentication: ANIA, ANGA")
-    cont.add_argument("--enrol", type=int, default=10, help="enrolment sessions (default 10)")
+    cont.add_argument("--enrol", type=_at_least(1), default=10,
+                      help="enrolment sessions (default 10, at most 10)")
     _eval_parser(protocols, "mouse", ["balabit", "recording"], cmd_eval_protocol,
                  "mouse dynamics AUC (and the Balabit challenge protocol when labelled)")
     inj = _eval_parser(protocols, "injection", ["aalto", "recording"], cmd_eval_protocol,
@@ -327,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="start the agent (tray included)")
     run.add_argument("--no-tray", action="store_true", help="headless: no tray icon")
-    run.add_argument("--enrol-keystrokes", type=int, default=None,
+    run.add_argument("--enrol-keystrokes", type=_enrol_keystrokes, default=None,
                      help="typing to learn from before protecting (overrides settings)")
     run.set_defaults(handler=cmd_run)
     status = commands.add_parser("status", help="the running agent's state")
@@ -358,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "private Xvfb")
     bench.add_argument("--duration", type=float, default=60.0,
                        help="seconds of each phase, idle and typing (default 60)")
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--seed", type=_at_least(0), default=0)
     bench.set_defaults(handler=cmd_bench)
     return parser
 

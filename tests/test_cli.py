@@ -1,8 +1,11 @@
 """The `cadence` commands that manage the profile, with no agent running."""
 
+import importlib
 import os
 import subprocess
 import sys
+
+import pytest
 
 from agent.store import ProfileStore
 
@@ -36,3 +39,32 @@ def test_enroll_without_restart_explains_and_status_says_not_running(tmp_path):
     assert cadence(tmp_path, "enroll", "--restart").returncode == 0
     status = cadence(tmp_path, "status")
     assert status.returncode == 3 and "not running" in status.stdout
+
+
+def test_numbers_out_of_range_are_refused_by_name_before_anything_runs(tmp_path):
+    """A sample of no users, a negative seed, enrolment that would reach the genuine tests, an
+    enrolment target outside the policy's range: each named, with what is allowed."""
+    data = tmp_path / "recordings"
+    data.mkdir()
+    cases = [
+        (["eval", "injection", str(data), "--format", "recording", "--users", "0"],
+         "--users", "0 is below 1"),
+        (["eval", "injection", str(data), "--format", "recording", "--seed", "-1"],
+         "--seed", "-1 is below 0"),
+        (["eval", "keystroke", str(data), "--format", "recording", "--enrol", "0"],
+         "--enrol", "0 is below 1"),
+        (["eval", "continuous", str(data), "--format", "recording", "--users", "many"],
+         "--users", "'many' is not a whole number"),
+        (["run", "--no-tray", "--enrol-keystrokes", "5"],
+         "--enrol-keystrokes", "outside 200..20000"),
+    ]
+    for args, option, why in cases:
+        out = cadence(tmp_path, *args)
+        assert out.returncode == 2 and option in out.stderr and why in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize("protocol", ["keystroke", "continuous"])
+def test_enrolment_reaching_the_genuine_tests_is_refused(protocol):
+    module = importlib.import_module(f"agent.evaluation.{protocol}")
+    with pytest.raises(ValueError, match=r"enrol = 11: must be 1\.\.10 sessions"):
+        module.evaluate([], enrol=11)

@@ -28,7 +28,7 @@ import numpy as np
 
 from agent import decision
 from agent.decision import ScoringWindow, Thresholds, TrustPolicy, Verdict
-from agent.evaluation.keystroke import MIN_SESSIONS, TEST_SESSIONS, impostors_for
+from agent.evaluation.keystroke import MIN_SESSIONS, TEST_SESSIONS, check_enrol, impostors_for
 from agent.features.keystroke import histogram, keystrokes, window_vector
 from agent.model import prior
 from agent.model.detector import RankShift
@@ -107,6 +107,7 @@ def evaluate(people: list[UserSessions], enrol: int = 10, seed: int = 0,
     prior, ``agent/model/prior.json``) and ``overdispersion`` (the score's tau) replace the
     shipped constants, e.g. to evaluate on participants none of them was tuned on
     (``scripts/crossval_continuous.py``)."""
+    check_enrol(enrol)
     eligible = [p for p in people if len(p.sessions) >= MIN_SESSIONS]
     if len(eligible) < 2:
         raise ValueError(f"need two users with {MIN_SESSIONS} sessions or more; "

@@ -25,6 +25,14 @@ IMPOSTORS = 100
 TEST_SIZES = (1, 2, 5)
 
 
+def check_enrol(enrol: int) -> None:
+    """Enrolment may not reach the genuine tests: at most ``MIN_SESSIONS - TEST_SESSIONS``."""
+    most = MIN_SESSIONS - TEST_SESSIONS
+    if not 1 <= enrol <= most:
+        raise ValueError(f"enrol = {enrol}: must be 1..{most} sessions (the last "
+                         f"{TEST_SESSIONS} of each user's {MIN_SESSIONS} or more are the tests)")
+
+
 def impostors_for(index: int, n_users: int, seed: int, count: int = IMPOSTORS) -> np.ndarray:
     """The seeded draw of other users' indices that impostor user ``index``."""
     others = np.delete(np.arange(n_users), index)
@@ -34,6 +42,7 @@ def impostors_for(index: int, n_users: int, seed: int, count: int = IMPOSTORS) -
 
 def evaluate(people: list[UserSessions], enrol: int = 10, seed: int = 0,
              progress: Callable[[int], None] | None = None) -> dict:
+    check_enrol(enrol)
     eligible = [p for p in people if len(p.sessions) >= MIN_SESSIONS]
     vectors = [np.array([window_vector(s) for s in p.sessions]) for p in eligible]
     eers: dict[int, list[float]] = {k: [] for k in TEST_SIZES}
