@@ -148,6 +148,7 @@ class Pipeline:
         self._last_adapted = 0
         self._last_key_ns: int | None = None
         self._before_pause = self.state
+        self._injections_unreported = 0  # detections after the one this lock or hold reported
 
     # -- status -------------------------------------------------------------------------------
     @property
@@ -173,12 +174,12 @@ class Pipeline:
 
     # -- input ----------------------------------------------------------------------------------
     def feed(self, event: Event) -> list:
-        if self.state in ("paused", "locked", "degraded", "error"):
+        if self.state in ("paused", "degraded", "error"):
             return []
         if event.injected and self.policy.injection_allow_software:
             return []  # OS-flagged automation the policy allows: not the user's input
-        if self._holding():
-            return []  # after an impostor or injection verdict nothing is learned or scored
+        if self.state == "locked" or self._holding():
+            return self._watch(event)
         if event.kind in ARRIVALS:
             self.injection.observe(event)  # its first keys are judged as a new keyboard's
             return [Audit("keyboard_attached", {})] if event.kind == Kind.ATTACH else []
@@ -198,6 +199,32 @@ class Pipeline:
         if self.profile is None:
             return self._learn()
         return self._protect()
+
+    def _watch(self, event: Event) -> list:
+        """Locked, or held after a verdict that acted: nothing is learned or scored, but the
+        injection rule still watches. An injector typing at the lock screen (guessing the
+        password) or typing on after its verdict is reported once per lock or hold, the
+        detections after that counted into the unlock's audit entry. A keyboard attached
+        meanwhile is audited."""
+        if event.kind in ARRIVALS:
+            self.injection.observe(event)
+            return ([Audit("keyboard_attached", {"while_locked": self.state == "locked"})]
+                    if event.kind == Kind.ATTACH else [])
+        if not event.is_key:
+            return []
+        detection = self.injection.observe(event)
+        if detection is None:
+            return []
+        if self.last_verdict == "injection":
+            self._injections_unreported += 1
+            return []
+        if self.state != "locked":      # held after an impostor verdict: the injection's action
+            return self._injection(detection)
+        self.last_verdict = "injection"
+        return [Audit("injection", {**injection_fields(detection), "action": "alert",
+                                    "while_locked": True}),
+                Notify("Cadence: " + INJECTION_MESSAGE + " while the session was locked",
+                       "Reason: injection")]
 
     def _holding(self) -> bool:
         """An impostor or injection verdict that acted holds until the session is unlocked."""
@@ -365,12 +392,8 @@ class Pipeline:
         self._clear_buffer()
         self.trust = decision.with_verdict(self.trust, decision.Verdict.INJECTION)
         self.last_verdict = "injection"
-        fields = {"verdict": "injection", "rule": detection.rule,
-                  "keys_observed": detection.keys_observed,
-                  "recent_gaps_ms": list(detection.recent_gaps_ms),
-                  "recent_holds_ms": list(detection.recent_holds_ms)}
-        return self._act(self.policy.injection_action, "injection", fields,
-                         "keystroke injection detected")
+        return self._act(self.policy.injection_action, "injection",
+                         injection_fields(detection), INJECTION_MESSAGE)
 
     # -- from the shell ---------------------------------------------------------------------------
     def session_locked(self, locked: bool) -> list:
@@ -387,7 +410,12 @@ class Pipeline:
             self.reason = None
             self.last_verdict = "ok"
             self.trust = decision.reset()
-            return [Audit("state", {"state": self.state})]
+            self.injection.reset()      # the lock screen's keys are no evidence for what follows
+            fields = {"state": self.state}
+            if self._injections_unreported:
+                fields["injections_unreported"] = self._injections_unreported
+                self._injections_unreported = 0
+            return [Audit("state", fields)]
         return []
 
     def lock_failed(self, method: str) -> list:
@@ -427,6 +455,17 @@ class Pipeline:
             self.state, self.reason = self._before_pause, None
             return [Audit("state", {"state": self.state})]
         return []
+
+
+INJECTION_MESSAGE = "keystroke injection detected"
+
+
+def injection_fields(detection) -> dict:
+    """An injection verdict's audit fields: the rule and its evidence, numbers only."""
+    return {"verdict": "injection", "rule": detection.rule,
+            "keys_observed": detection.keys_observed,
+            "recent_gaps_ms": list(detection.recent_gaps_ms),
+            "recent_holds_ms": list(detection.recent_holds_ms)}
 
 
 def mouse_trust_policy(model: MouseModel, sensitivity: float) -> decision.TrustPolicy:

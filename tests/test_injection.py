@@ -384,6 +384,8 @@ def test_synchronous_chords_are_caught():
 def test_a_long_injection_is_reported_again():
     found = scan(injector(200, 5))
     assert len(found) >= 10 and {d.rule for d in found} <= {"steady_burst", "burst", "short_holds"}
+    # each counts the keys since the evidence began afresh, not since the detector was made
+    assert sum(d.keys_observed for d in found) <= 200 and max(d.keys_observed for d in found) <= 20
 
 
 # --- people, auto-repeat and allowed automation are not -----------------------------------

@@ -271,6 +271,34 @@ def test_keystroke_injection_is_caught_and_locked(scenario, name, gaps):
     assert wait_for(lambda: agent.status().get("state") != "locked", 15), story(agent)
 
 
+def test_an_injector_at_the_lock_screen_is_reported_without_a_lock(scenario):
+    """The user locks the session (i3lock, started as a user would) and walks away; a USB
+    injector then types at the lock screen. The X hooks still see its keys: one `injection`
+    alert, marked as while locked, and no lock attempt (there is nothing to lock). When the
+    user unlocks, the agent goes back to work."""
+    agent, typer, display = scenario["agent"], scenario["typer"], scenario["display"]
+    assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
+                    15), story(agent)
+    before = len(injection_entries(agent))
+    locks = sum(e["kind"] == "lock" for e in agent.audit())
+    locker = subprocess.Popen(["i3lock", "-n"], env={**os.environ, "DISPLAY": display})
+    try:
+        assert wait_for(lambda: agent.status().get("state") == "locked", 20), story(agent)
+        typer.replay_server_timed(payload(lambda rng, n: np.full(n, 5.0), hold_ms=3.0, keys=80))
+        assert wait_for(lambda: len(injection_entries(agent)) > before, 10), story(agent)
+        entry = injection_entries(agent)[-1]
+        assert entry["while_locked"] is True and entry["action"] == "alert", entry
+        time.sleep(1)
+        assert len(injection_entries(agent)) == before + 1, story(agent)   # reported once
+        assert sum(e["kind"] == "lock" for e in agent.audit()) == locks    # nothing to lock
+        assert agent.status()["state"] == "locked"
+    finally:
+        locker.kill()
+        locker.wait()
+    assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
+                    15), story(agent)
+
+
 def attaches(agent) -> list[dict]:
     return [e for e in agent.audit() if e["kind"] == "keyboard_attached"]
 

@@ -163,7 +163,7 @@ def test_locked_paused_and_degraded_ignore_input_and_come_back():
     pipeline = Pipeline(Policy(), None, cell_weights())
     pipeline.session_locked(True)
     assert pipeline.feed(Event(0, Kind.DOWN, KeyClass.SPACE, 0)) == []
-    assert pipeline.state == "locked"
+    assert pipeline.state == "locked" and pipeline._keys_in_buffer == 0
     pipeline.session_locked(False)
     assert pipeline.state == "learning"
     pipeline.pause()
@@ -173,6 +173,69 @@ def test_locked_paused_and_degraded_ignore_input_and_come_back():
     assert pipeline.status()["detail"].startswith("an input hook is silent")
     pipeline.degrade(None)
     assert pipeline.state == "learning"
+
+
+def _until_injection(pipeline, events) -> list:
+    """Feed events until one gives effects; those effects."""
+    for event in events:
+        effects = pipeline.feed(event)
+        if effects:
+            return effects
+    return []
+
+
+def test_an_injector_at_the_lock_screen_is_reported_once_and_counted_at_unlock():
+    """The user locked the session and left; a USB injector types at the lock screen (guessing
+    the password, or a payload that does not know the screen is locked). Nothing is learned or
+    scored, and there is nothing to lock: one alert, the rest counted when the user is back."""
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    pipeline.session_locked(True)
+    assert pipeline.feed(Event(10 * MS, Kind.ATTACH)) == [
+        Audit("keyboard_attached", {"while_locked": True})]
+    effects = _until_injection(pipeline, _payload(900 * MS))
+    (audit,) = [e for e in effects if isinstance(e, Audit)]
+    assert audit.kind == "injection" and audit.fields["while_locked"] is True
+    assert audit.fields["action"] == "alert" and audit.fields["keys_observed"] == 5
+    assert not any(isinstance(e, Lock) for e in effects) and pipeline.state == "locked"
+    assert run(pipeline, _payload(2_000 * MS, n=60)) == []     # more of it: counted, not alerted
+    assert pipeline.enrol_keys == 0 and pipeline._keys_in_buffer == 0
+    (back,) = pipeline.session_locked(False)
+    assert back.fields["state"] == "learning" and back.fields["injections_unreported"] >= 2
+    assert pipeline.status()["verdict"] == "ok"
+    pipeline.session_locked(True)                               # the next lock starts afresh
+    assert [e.kind for e in _until_injection(pipeline, _payload(9_000 * MS))
+            if isinstance(e, Audit)] == ["injection"]
+    assert "injections_unreported" not in pipeline.session_locked(False)[0].fields
+
+
+def test_people_typing_at_the_lock_screen_are_not_reported(typists):
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    pipeline.session_locked(True)
+    for person in typists:
+        assert run(pipeline, shifted(person.sessions[:3], start_ns=10**13)) == []
+    assert pipeline.state == "locked" and pipeline._keys_in_buffer == 0
+
+
+def test_an_injector_typing_on_after_its_lock_is_counted_not_reported_again():
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    first = _until_injection(pipeline, _payload(900 * MS))
+    assert any(isinstance(e, Lock) for e in first)
+    assert run(pipeline, _payload(1_500 * MS, n=30)) == []      # before the lock took hold
+    pipeline.session_locked(True)
+    assert run(pipeline, _payload(3_000 * MS, n=30)) == []      # at the lock screen
+    assert pipeline.session_locked(False)[0].fields["injections_unreported"] >= 2
+
+
+def test_an_injection_after_an_impostor_alert_takes_the_injection_action():
+    """Alert-only for impostors holds the scoring, not the injection rule: an injector then
+    still gets the injection's own action (lock)."""
+    pipeline = Pipeline(Policy(action="alert"), None, cell_weights())
+    pipeline.profile = object()  # the verdict path does not need the model
+    pipeline._verdict("impostor", 9.0, "keyboard")
+    assert pipeline._holding() and pipeline.state == "alert"
+    effects = _until_injection(pipeline, _payload(900 * MS))
+    assert [e.reason for e in effects if isinstance(e, Lock)] == ["injection"]
+    assert pipeline.last_verdict == "injection"
 
 
 def test_pause_is_refused_when_policy_forbids():

@@ -96,7 +96,8 @@ that runs backwards (a replay of overlapping recordings) starts the evidence afr
 After a detection the evidence starts afresh, so a long injection is reported again.
 
 A :class:`Detection` carries numbers only: the rule, the time, recent gaps and holds in ms and
-how many keys it saw, never a key's identity or class. Sensitivity presets: :data:`PRESETS`.
+how many key-downs it saw since its evidence began (start, the last detection, a lock or an
+unlock), never a key's identity or class. Sensitivity presets: :data:`PRESETS`.
 """
 
 from __future__ import annotations
@@ -209,7 +210,6 @@ class InjectionDetector:
                                  f"expected one of {sorted(PRESETS)}")
             policy = PRESETS[policy]
         self.policy = policy
-        self.keys_observed = 0
         self.detections = 0
         self._held: dict[int, tuple[int, int, bool]] = {}  # press_id -> (t_ns, class, caught up)
         self._last_t = None
@@ -222,8 +222,9 @@ class InjectionDetector:
 
     def reset(self) -> None:
         """Forget the evidence, a new keyboard's window included (not the held keys): after a
-        detection, a lock or a pause."""
+        detection, a lock or an unlock. ``keys_observed`` counts the key-downs since."""
         p = self.policy
+        self.keys_observed = 0
         self._new_keyboard_keys = 0    # key-downs left in which the new-keyboard rule applies
         self._arrival = 0              # keys seen when it came, and gaps at a hand's pace since
         self._paced = 0
