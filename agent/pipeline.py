@@ -19,7 +19,8 @@ an unlock or a pause, so a new person at the keyboard is judged on their own typ
 that scored clearly genuine adapt the profile (at most once per window's worth of new keys);
 nothing else ever does. Injected input the policy
 allows (remote desktop, password managers) is neither scored nor learned; a keystroke
-injection detection locks at once and discards the keys that follow it.
+injection detection locks at once and discards the keys that follow it. While the session is
+locked, or held after a verdict, only the injection rule watches (:meth:`Pipeline._watch`).
 """
 
 from __future__ import annotations
