@@ -179,11 +179,14 @@ class Pipeline:
             return []
         if event.injected and self.policy.injection_allow_software:
             return []  # OS-flagged automation the policy allows: not the user's input
-        if self.state == "locked" or self._holding():
-            return self._watch(event)
         if event.kind in ARRIVALS:
             self.injection.observe(event)  # its first keys are judged as a new keyboard's
-            return [Audit("keyboard_attached", {})] if event.kind == Kind.ATTACH else []
+            if event.kind != Kind.ATTACH:
+                return []
+            locked = self.state == "locked"
+            return [Audit("keyboard_attached", {"while_locked": True} if locked else {})]
+        if self.state == "locked" or self._holding():
+            return self._watch(event)
         if not event.is_key:
             return self._mouse(event)
         detection = self.injection.observe(event)
@@ -205,12 +208,7 @@ class Pipeline:
         """Locked, or held after a verdict that acted: nothing is learned or scored, but the
         injection rule still watches. An injector typing at the lock screen (guessing the
         password) or typing on after its verdict is reported once per lock or hold, the
-        detections after that counted into the unlock's audit entry. A keyboard attached
-        meanwhile is audited."""
-        if event.kind in ARRIVALS:
-            self.injection.observe(event)
-            return ([Audit("keyboard_attached", {"while_locked": self.state == "locked"})]
-                    if event.kind == Kind.ATTACH else [])
+        detections after that counted into the unlock's audit entry."""
         if not event.is_key:
             return []
         detection = self.injection.observe(event)

@@ -181,8 +181,8 @@ def injected_keys(rng: np.random.Generator, injector: str, t0_ns: int, first_id:
 def spliced_trial(rng: np.random.Generator, person: UserSessions, injector: str,
                   keyboard_attached: bool = False) -> tuple[list[Event], int]:
     """(events, index of the first injected event): a human session cut after 20-40 keys
-    (``person`` typed at least one), then a pause (the injector attaching at its start, if ``keyboard_attached``), then the
-    injector's payload."""
+    (``person`` typed at least one), then a pause (the injector attaching at its start, if
+    ``keyboard_attached``), then the injector's payload."""
     want = int(rng.integers(PREFIX_KEYS[0], PREFIX_KEYS[1] + 1))
     counts = [sum(1 for e in s if e.kind == Kind.DOWN and not e.repeat) for s in person.sessions]
     eligible = [i for i, n in enumerate(counts) if n >= want]
