@@ -62,10 +62,13 @@ def _report(result: dict, args, title: str, lines: list[str]) -> None:
 
 
 def _loaded(report: LoadReport) -> dict:
-    """The load report, once the files are read; what was skipped is said on stderr."""
-    if report.skipped_rows or report.failed_files:
-        log.warning("%d malformed rows skipped, %d files unreadable (see messages above)",
-                    report.skipped_rows, len(report.failed_files))
+    """The load report, once the files are read; what was skipped is said on stderr, at any
+    log level (each row with -v), so no figure is read off a dataset that lost rows unsaid."""
+    rows, files = report.skipped_rows, len(report.failed_files)
+    if rows or files:
+        print(f"cadence: {rows} malformed row{'' if rows == 1 else 's'} skipped, "
+              f"{files} file{'' if files == 1 else 's'} unreadable (run with -v to see each)",
+              file=sys.stderr)
     return report.as_dict()
 
 
@@ -232,8 +235,17 @@ def _discard(paths, request: str, asked: str, done: str) -> int:
         _request(paths, request)
         print(asked)
     else:
-        from agent.store import ProfileStore
-        ProfileStore(paths.data).forget()
+        from agent.store import SERVICE, ProfileStore, StoreError
+        try:
+            result = ProfileStore(paths.data).forget()
+        except StoreError as exc:
+            print(f"cadence: {exc}", file=sys.stderr)
+            return 1
+        if result["keyring_unreachable"]:
+            print(f"cadence: profile files deleted, but the OS keyring could not be reached: "
+                  f"its Cadence key (service {SERVICE}) may remain; unlock the keyring and run "
+                  "this again", file=sys.stderr)
+            return 1
         print(done)
     return 0
 

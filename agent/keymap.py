@@ -171,7 +171,8 @@ def _identify_string(text: str) -> tuple[Any, KeyClass]:
     if text.startswith("Key."):
         name = text[4:]
         return ("name", name), from_name(name)
-    if len(text) > 2 and text[0] == "<" and text[-1] == ">" and text[1:-1].isdigit():
+    if len(text) > 2 and text[0] == "<" and text[-1] == ">" and text[1:-1].isascii() \
+            and text[1:-1].isdigit():
         vk = int(text[1:-1])
         return ("vk", vk), from_vk(vk)
     if text in KeyClass.__members__:

@@ -68,3 +68,30 @@ def test_enrolment_reaching_the_genuine_tests_is_refused(protocol):
     module = importlib.import_module(f"agent.evaluation.{protocol}")
     with pytest.raises(ValueError, match=r"enrol = 11: must be 1\.\.10 sessions"):
         module.evaluate([], enrol=11)
+
+
+def test_an_eval_says_what_it_skipped_without_being_asked(tmp_path):
+    """Malformed rows are skipped and counted; the count is said on stderr at the default log
+    level (each row's file and line with -v), so a figure is never read off a dataset that
+    silently lost rows."""
+    user = tmp_path / "recordings" / "u1"
+    user.mkdir(parents=True)
+    rows = "".join(f"{i * 150},down,LEFT_LETTER,,,\n{i * 150 + 90},up,LEFT_LETTER,,,\n"
+                   for i in range(30))
+    (user / "s1.csv").write_text("t_ms,kind,key,x,y,button\n" + rows + "garbage,row\n")
+    out = cadence(tmp_path, "eval", "injection", str(tmp_path / "recordings"),
+                  "--format", "recording")
+    assert out.returncode == 0, out.stderr
+    assert "1 malformed row skipped" in out.stderr and "-v" in out.stderr
+    assert "s1.csv:62" not in out.stderr
+    verbose = cadence(tmp_path, "-v", "eval", "injection", str(tmp_path / "recordings"),
+                      "--format", "recording")
+    assert "s1.csv:62" in verbose.stderr
+
+
+def test_a_profile_that_cannot_be_read_is_named_not_a_traceback(tmp_path):
+    (tmp_path / "data" / "profile.enc").mkdir(parents=True)
+    for args in (["doctor"], ["forget", "--yes"]):
+        out = cadence(tmp_path, *args)
+        assert "Traceback" not in out.stderr, out.stderr
+        assert "profile.enc" in out.stdout + out.stderr

@@ -224,6 +224,17 @@ def test_balabit_malformed_rows_are_skipped_counted_and_named(tmp_path, caplog):
     assert "session_2" in caplog.text and "session_3" in caplog.text
 
 
+def test_balabit_rows_out_of_range_or_oversized_are_skipped(tmp_path):
+    from agent.sources.loading import CSV_ROW
+    path = write_session(tmp_path / "training_files" / "u" / "session_1", [
+        "0,0,NoButton,Move,1,1", "0,1e300,NoButton,Move,1,1", "0,0.1,NoButton,Move," + "9" * 200_000,
+        "0,0.5,NoButton,Move,2,2"])
+    people, report = balabit.load(tmp_path)
+    assert len(people[0].sessions[0]) == 2 and report.skipped_rows == 2
+    assert set(report.skipped) == {"time out of range", CSV_ROW}
+    assert str(path) not in str(report.as_dict())
+
+
 def test_balabit_missing_layout_says_what_to_do(tmp_path):
     with pytest.raises(SourceError, match="no such folder"):
         balabit.load(tmp_path / "nope")

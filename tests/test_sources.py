@@ -148,6 +148,23 @@ def test_recording_malformed_rows_are_skipped_with_file_and_line(tmp_path, caplo
     assert [e.kind for e in people[0].sessions[0]] == [Kind.DOWN, Kind.MOVE]
 
 
+def test_recording_rows_out_of_range_or_oversized_are_skipped_without_their_text(tmp_path):
+    from agent.sources.loading import CSV_ROW
+    folder = tmp_path / "u1"
+    folder.mkdir()
+    (folder / "s.csv").write_text(
+        "t_ms,kind,key,x,y,button\n0,down,a,,,\ninf,up,a,,,\n1e400,up,a,,,\n"
+        "2,down,<\u00b2>,,,\n3,down,<\u2460>,,,\n4,move,,inf,2,\n5,move,,1,nan,\n"
+        f"6,down,{'x' * 200_000},,,\n7,up,a,,,\n", encoding="utf-8")
+    people, report = replay.load(tmp_path)
+    assert report.skipped_rows == 7
+    reasons = str(report.as_dict())
+    for text in ("\u00b2", "\u2460", "xxxx"):
+        assert text not in reasons
+    assert CSV_ROW in report.skipped
+    assert [e.kind for e in people[0].sessions[0]] == [Kind.DOWN, Kind.UP]
+
+
 def test_load_report_has_counts_only():
     report = LoadReport()
     report.skip("f", 3, "bad")

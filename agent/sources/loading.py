@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import random
 from collections import Counter
@@ -84,6 +86,24 @@ class People:
     def load(self) -> tuple[list[UserSessions], LoadReport]:
         """Everyone, in memory (for evaluations that set people against each other)."""
         return list(self), self.report
+
+
+#: why a CSV row the csv module cannot read was skipped (its content is never shown)
+CSV_ROW = "not a readable CSV row (a field over the size limit, a NUL byte or a broken quote)"
+
+
+def csv_rows(text: str) -> Iterator[tuple[int, list[str] | None]]:
+    """(line, fields) for each row of a CSV text, the header first; fields are None for a row
+    the csv module cannot read (:data:`CSV_ROW`), and reading goes on at the next row."""
+    rows = csv.reader(io.StringIO(text))
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            return
+        except csv.Error:
+            row = None
+        yield rows.line_num, row
 
 
 def require_dir(path: Path, what: str) -> Path:

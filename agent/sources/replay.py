@@ -11,13 +11,13 @@ its content); a file that cannot be read at all is an error naming it.
 from __future__ import annotations
 
 import csv
-import io
+import math
 from pathlib import Path
 
 from agent.events import ARRIVALS, Button, Event, Kind
 from agent.keymap import KeyTracker
-from agent.sources.loading import (LoadReport, People, SourceError, UserSessions, require_dir,
-                                   sample)
+from agent.sources.loading import (CSV_ROW, LoadReport, People, SourceError, UserSessions,
+                                   csv_rows, require_dir, sample)
 
 HEADER = ["t_ms", "kind", "key", "x", "y", "button"]
 _KINDS = {k.name.lower(): k for k in Kind}
@@ -35,20 +35,22 @@ def read_session(path: Path, report: LoadReport) -> list[Event] | None:
         report.fail(str(path), f"{exc.strerror}; check the file and its permissions")
         return None
     report.files += 1
-    rows = csv.reader(io.StringIO(text))
-    header = next(rows, None)
-    if header is None:
+    rows = csv_rows(text)
+    first = next(rows, None)
+    if first is None:
         report.fail(str(path), "empty file; a recording starts with the header "
                     + ",".join(HEADER))
         return None
-    if [h.strip() for h in header] != HEADER:
+    if first[1] is None or [h.strip() for h in first[1]] != HEADER:
         report.fail(str(path), "first line is not the recording header " + ",".join(HEADER))
         return None
     tracker = KeyTracker()
     events: list[Event] = []
-    for row in rows:
-        line = rows.line_num
+    for line, row in rows:
         report.rows += 1
+        if row is None:
+            report.skip(str(path), line, CSV_ROW)
+            continue
         try:
             event = _parse(row, tracker)
         except ValueError as exc:
@@ -65,11 +67,12 @@ def _parse(row: list[str], tracker: KeyTracker) -> Event | None:
         raise ValueError(f"{len(row)} fields, expected {len(HEADER)}")
     t_text, kind_text, key, x_text, y_text, button_text = row
     try:
-        t_ns = round(float(t_text) * 1e6)
+        t_ns = float(t_text) * 1e6
     except ValueError:
         raise ValueError("t_ms is not a number") from None
-    if t_ns < 0 or t_ns != t_ns:
-        raise ValueError("t_ms is negative or not a number")
+    if not math.isfinite(t_ns) or t_ns < 0:
+        raise ValueError("t_ms is negative, or not a finite number")
+    t_ns = round(t_ns)
     kind = _KINDS.get(kind_text.strip().lower())
     if kind is None:
         raise ValueError("kind is not one of " + "/".join(_KINDS))
@@ -88,6 +91,8 @@ def _parse(row: list[str], tracker: KeyTracker) -> Event | None:
         x, y = float(x_text), float(y_text)
     except ValueError:
         raise ValueError("x or y is not a number") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise ValueError("x or y is not a finite number")
     button = _BUTTONS.get(button_text.strip().lower())
     if button is None:
         raise ValueError("button is not left, right, middle or empty")

@@ -32,14 +32,12 @@ The challenge layout adds ``test_files/<user>/session_<id>`` and ``public_labels
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from pathlib import Path
 
 from agent.events import Button, Event, Kind
-from agent.sources.loading import (LoadReport, People, SourceError, UserSessions, require_dir,
-                                   sample)
+from agent.sources.loading import (CSV_ROW, LoadReport, People, SourceError, UserSessions,
+                                   csv_rows, require_dir, sample)
 
 HEADER = ("record timestamp", "client timestamp", "button", "state", "x", "y")
 N_COLUMNS = len(HEADER)
@@ -97,15 +95,18 @@ def read_session(path: Path, report: LoadReport) -> list[Event] | None:
         report.fail(str(path), "not UTF-8 text; not this format")
         return None
     report.files += 1
-    rows = csv.reader(io.StringIO(text))
-    header = next(rows, None)
+    rows = csv_rows(text)
+    _, header = next(rows, (1, None))
     if header is None or tuple(h.strip() for h in header) != HEADER:
         report.fail(str(path), "no Balabit header row (record timestamp,...,x,y); not this format")
         return None
     events: list[Event] = []
     last_ns = 0
-    for number, row in enumerate(rows, start=2):
+    for number, row in rows:
         report.rows += 1
+        if row is None:
+            report.skip(str(path), number, CSV_ROW)
+            continue
         if len(row) != N_COLUMNS:
             report.skip(str(path), number, f"{len(row)} fields, expected {N_COLUMNS}")
             continue
@@ -123,6 +124,9 @@ def read_session(path: Path, report: LoadReport) -> list[Event] | None:
             report.skip(str(path), number, "unknown button or state")
             continue
         kind, button = mapped
+        if not math.isfinite(seconds * _NS_PER_S):
+            report.skip(str(path), number, "time out of range")
+            continue
         t_ns = round(seconds * _NS_PER_S)
         if t_ns < last_ns:
             report.adjusted["time_clamped_monotonic"] += 1
@@ -163,15 +167,17 @@ def read_labels(path: Path, report: LoadReport) -> dict[str, bool]:
     """``public_labels.csv``: session file name -> is_illegal. Bad rows skipped and counted."""
     try:
         text = path.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{path}: cannot read the challenge labels ({exc})") from exc
-    rows = csv.reader(io.StringIO(text))
-    header = next(rows, None)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read the challenge labels ({exc.strerror})") from exc
+    except UnicodeDecodeError:
+        raise SourceError(f"{path}: the challenge labels are not UTF-8 text") from None
+    rows = csv_rows(text)
+    _, header = next(rows, (1, None))
     if header is None or [h.strip() for h in header] != ["filename", "is_illegal"]:
         raise SourceError(f"{path}: no header row 'filename,is_illegal'; not the challenge labels")
     labels: dict[str, bool] = {}
-    for number, row in enumerate(rows, start=2):
-        if len(row) != 2 or row[1].strip() not in ("0", "1") or not row[0].strip():
+    for number, row in rows:
+        if row is None or len(row) != 2 or row[1].strip() not in ("0", "1") or not row[0].strip():
             report.skip(str(path), number, "label row is not filename,0|1")
             continue
         labels[row[0].strip()] = row[1].strip() == "1"
