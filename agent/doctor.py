@@ -7,7 +7,7 @@ import sys
 
 from agent.actions.lock import available_methods
 from agent.policy import Settings
-from agent.store import ProfileStore
+from agent.store import ProfileStore, StoreError
 from agent.system import session
 from agent.system.paths import Paths
 
@@ -52,9 +52,12 @@ def _display() -> list[dict]:
 def checks(paths: Paths, settings: Settings) -> list[dict]:
     results = _display()
     store = ProfileStore(paths.data)
-    protection = store.key_protection
-    results.append(_item("keyring", "ok" if protection == "keyring" else "warn",
-                         store.key_protection_note))
+    try:
+        protection = store.key_protection
+        results.append(_item("keyring", "ok" if protection == "keyring" else "warn",
+                             store.key_protection_note))
+    except StoreError as exc:
+        results.append(_item("profile", "fail", str(exc)))
     command = list(settings.policy.locker_command) or None
     methods = available_methods(command)
     usable = [m for m in methods if not m.startswith("installed:")]

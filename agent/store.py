@@ -85,7 +85,8 @@ class TamperError(StoreError):
         self.moved_to = moved_to
         where = f"moved aside to {moved_to.name}" if moved_to else "could not be moved aside"
         super().__init__(f"the stored profile {detail}; it was {where} and will not be used. "
-                         "This may be tampering: re-enrol (cadence enroll --restart)")
+                         "This may be tampering: keep the moved-aside copy for investigation "
+                         "(cadence forget deletes it); Cadence learns the typing again by itself")
 
 
 class KeyUnavailableError(StoreError):
@@ -175,6 +176,8 @@ class ProfileStore:
             blob = self.path.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise self._unreadable(exc) from None
         if len(blob) < HEADER_LEN + NONCE_LEN + TAG_LEN:
             self._tamper("truncated", "is truncated")
         header = blob[:HEADER_LEN]
@@ -194,8 +197,10 @@ class ProfileStore:
         try:
             profile = Profile.from_json(plaintext)
         except ProfileError as exc:
-            # ProfileError messages are written to be safe to show (no profile values)
-            self._tamper("invalid-profile", f"decrypted but is not a usable profile ({exc})")
+            # ProfileError messages are written to be safe to show (no profile values); their
+            # advice, after the "; ", is for a profile file on its own: the tamper's is here
+            what = str(exc).split("; ")[0]
+            self._tamper("invalid-profile", f"decrypted but is not a usable profile ({what})")
         self._protection = _SOURCES[key.source]
         return profile
 
@@ -249,8 +254,8 @@ class ProfileStore:
         return ("Weaker protection: no usable OS keyring, so the profile key is kept in a file "
                 f"readable only by you ({self.key_path}); anyone who can read your files or "
                 "their backups can decrypt the profile. Install or unlock a keyring (GNOME "
-                "Keyring, KWallet; on Windows and macOS it is built in) and run `cadence enroll` "
-                "again to move the key into it.")
+                "Keyring, KWallet; on Windows and macOS it is built in): Cadence moves the key "
+                "into it the next time it saves the profile (at the latest when it stops).")
 
     def status(self) -> dict:
         """Numbers and flags about the store, never content."""
@@ -279,6 +284,10 @@ class ProfileStore:
                 return _Key(material, SOURCE_KEYRING)
         material = self._read_key_file()
         if material is None:
+            if self._stored_source() == SOURCE_KEYRING:
+                raise KeyUnavailableError(
+                    "the stored profile's key is in the OS keyring, which is locked or not "
+                    "reachable: not writing over that profile; unlock the keyring")
             material = AESGCM.generate_key(bit_length=256)
             write_private(self.key_path, material)
         return _Key(material, SOURCE_FILE)
@@ -304,7 +313,8 @@ class ProfileStore:
             return _Key(material, SOURCE_FILE)
         raise KeyUnavailableError(
             "the profile's key is in the OS keyring, which is locked or not reachable; unlock "
-            "the keyring (or start the desktop session's keyring) and Cadence will load it")
+            "the keyring (or start the desktop session's keyring) and Cadence will load it (if "
+            "the keyring is gone for good, `cadence enroll --restart` starts a new profile)")
 
     def _keyring_get(self) -> tuple[bool, str | None]:
         """(usable, value): usable is False if the keyring raised or is a do-nothing backend."""
@@ -371,9 +381,15 @@ class ProfileStore:
                 header = f.read(HEADER_LEN)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise self._unreadable(exc) from None
         if len(header) == HEADER_LEN and header[:len(MAGIC)] == MAGIC:
             return header[len(MAGIC) + 1:] if header[len(MAGIC) + 1:] in _SOURCES else None
         return None
+
+    def _unreadable(self, exc: OSError) -> StoreError:
+        return StoreError(f"cannot read the stored profile {self.path} ({exc.strerror}); it "
+                          "must be a file the user running Cadence owns: fix or remove it")
 
     def _ensure_directory(self) -> None:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -421,3 +437,5 @@ def _unlink(path: Path) -> int:
         return 1
     except FileNotFoundError:
         return 0
+    except OSError as exc:
+        raise StoreError(f"cannot delete {path} ({exc.strerror}); remove it by hand") from None

@@ -66,7 +66,8 @@ def assert_tamper_then_reenrol(s: ProfileStore, profile: Profile, reason: str | 
         assert info.value.reason == reason, str(info.value)
     assert info.value.moved_to is not None and info.value.moved_to.exists()
     assert not s.path.exists()
-    assert "re-enrol" in str(info.value)
+    assert "learns the typing again by itself" in str(info.value)
+    assert "enroll --restart" not in str(info.value)  # that would delete the aside copy
     assert s.load() is None
     s.save(profile)
     assert same(s.load(), profile)
@@ -400,6 +401,20 @@ CHILD = textwrap.dedent(r"""
         facts.update(protection=s.key_protection, key_file=s.key_path.exists(),
                      key_mode=stat.S_IMODE(s.key_path.stat().st_mode),
                      load=outcome(ProfileStore(data_dir).load), forget=s.forget())
+    elif step == "locked-save-over":
+        before = s.path.read_bytes()
+        try:
+            s.save(profile)
+            facts["saved"] = True
+        except KeyUnavailableError as exc:
+            facts.update(saved=False, message=str(exc))
+        facts.update(unchanged=s.path.read_bytes() == before, key_file=s.key_path.exists())
+    elif step == "locked-forget":
+        env = {**os.environ, "CADENCE_HOME": str(data_dir.parent)}
+        r = subprocess.run([sys.executable, "-m", "agent", "forget", "--yes"], env=env,
+                           capture_output=True, text=True, timeout=60)
+        facts.update(rc=r.returncode, out=r.stdout + r.stderr, files=sorted(os.listdir(data_dir)),
+                     looked_up=lookup() is not None)
     print("FACTS " + json.dumps(facts))
 """)
 
@@ -486,3 +501,18 @@ def test_keyring_profile_waits_for_a_locked_keyring_instead_of_crying_tamper(ses
     assert locked["profile_still_there"] and locked["protection"] == "keyring"
     unlocked = session("load")
     assert unlocked["load"] == {"ok": True, "same": True, "none": False}
+
+
+@needs_secret_service
+def test_a_locked_keyring_never_lets_a_new_profile_overwrite_the_stored_one(session):
+    """The agent learns a new profile while the keyring that holds the stored one's key is
+    locked (the whole session, with auto-login): saving it would put the user's profile out of
+    reach for good. It is refused, and the stored profile loads once the keyring is open."""
+    assert session("save")["protection"] == "keyring"
+    locked = session("locked-save-over", unlock=False)
+    assert locked["saved"] is False and "unlock" in locked["message"], locked
+    assert locked["unchanged"] and locked["key_file"] is False
+    assert session("load")["load"] == {"ok": True, "same": True, "none": False}
+    forgot = session("locked-forget", unlock=False)     # the files go; the key cannot yet
+    assert forgot["rc"] == 1 and "may remain" in forgot["out"] and forgot["files"] == []
+    assert session("locked-forget")["looked_up"] is False  # unlocked: the entry goes too
