@@ -19,8 +19,9 @@ an unlock or a pause, so a new person at the keyboard is judged on their own typ
 that scored clearly genuine adapt the profile (at most once per window's worth of new keys);
 nothing else ever does. Injected input the policy
 allows (remote desktop, password managers) is neither scored nor learned; a keystroke
-injection detection locks at once and discards the keys that follow it. While the session is
-locked, or held after a verdict, only the injection rule watches (:meth:`Pipeline._watch`).
+injection detection locks at once and discards the keys that follow it (with an observe-only
+policy: until a break of ``WINDOW_BREAK_S``). While the session is locked, or held after a
+verdict, only the injection rule watches (:meth:`Pipeline._watch`).
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ class Pipeline:
         self._last_adapted = 0
         self._last_key_ns: int | None = None
         self._before_pause = self.state
+        self._reported = False           # an injection reported in this lock or hold
         self._injections_unreported = 0  # detections after the one this lock or hold reported
 
     # -- status -------------------------------------------------------------------------------
@@ -205,20 +207,29 @@ class Pipeline:
         return self._protect()
 
     def _watch(self, event: Event) -> list:
-        """Locked, or held after a verdict that acted: nothing is learned or scored, but the
-        injection rule still watches. An injector typing at the lock screen (guessing the
-        password) or typing on after its verdict is reported once per lock or hold, the
-        detections after that counted into the unlock's audit entry."""
+        """Locked, or held after a verdict: nothing is learned or scored, but the injection
+        rule still watches. An injector typing at the lock screen (guessing the password) or
+        typing on after its verdict is reported once per lock or hold, the detections after
+        that counted into the unlock's audit entry. An observe-only injection verdict holds
+        until a break in the typing of ``WINDOW_BREAK_S``, and each detection is audited."""
         if not event.is_key:
             return []
+        if event.kind == Kind.DOWN and not event.repeat:
+            quiet = self._last_key_ns is not None and \
+                event.t_ns - self._last_key_ns > WINDOW_BREAK_S * 1e9
+            self._last_key_ns = event.t_ns
+            if quiet and self._observing_injection():
+                self.last_verdict = "ok"      # a break: whoever types now is judged afresh
+                return self.feed(event)
         detection = self.injection.observe(event)
         if detection is None:
             return []
-        if self.last_verdict == "injection":
+        if self._reported:
             self._injections_unreported += 1
             return []
-        if self.state != "locked":      # held after an impostor verdict: the injection's action
+        if self.state != "locked":     # held after a verdict: the injection's own action
             return self._injection(detection)
+        self._reported = True
         self.last_verdict = "injection"
         return [Audit("injection", {**injection_fields(detection), "action": "alert",
                                     "while_locked": True}),
@@ -226,10 +237,14 @@ class Pipeline:
                        "Reason: injection")]
 
     def _holding(self) -> bool:
-        """An impostor or injection verdict that acted holds until the session is unlocked."""
+        """An impostor or injection verdict that acted holds until the session is unlocked;
+        an observed injection until a break in the typing (:meth:`_watch`)."""
         action = {"impostor": self.policy.action,
                   "injection": self.policy.injection_action}.get(self.last_verdict)
-        return action is not None and action != "observe"
+        return action is not None and (action != "observe" or self.last_verdict == "injection")
+
+    def _observing_injection(self) -> bool:
+        return self.last_verdict == "injection" and self.policy.injection_action == "observe"
 
     def _clear_buffer(self) -> None:
         """Restart the stream: the next window holds only what is typed from now on."""
@@ -364,7 +379,7 @@ class Pipeline:
                 return []
             return self._act(self.policy.action, "impostor", fields,
                              "Someone else may be typing on this session")
-        if verdict == "suspect" and previous == "ok":
+        if verdict == "suspect" and previous != "suspect":
             self.state = "alert" if self.policy.action != "observe" else self.state
             return [Audit("alert", fields)] + (
                 [] if self.policy.action == "observe" else
@@ -389,25 +404,28 @@ class Pipeline:
 
     def _injection(self, detection) -> list:
         self._clear_buffer()
+        action = self.policy.injection_action
+        if action == "observe" and self._holding():  # an acted verdict's hold stays as it is
+            return [Audit("injection", {**injection_fields(detection), "action": action})]
+        self._reported = action != "observe"
         self.trust = decision.with_verdict(self.trust, decision.Verdict.INJECTION)
         self.last_verdict = "injection"
-        return self._act(self.policy.injection_action, "injection",
-                         injection_fields(detection), INJECTION_MESSAGE)
+        return self._act(action, "injection", injection_fields(detection), INJECTION_MESSAGE)
 
     # -- from the shell ---------------------------------------------------------------------------
     def session_locked(self, locked: bool) -> list:
         """The OS reports the session locked (ours or the user's) or unlocked again."""
         if locked and self.state != "locked":
-            self._before_pause = "protecting" if self.profile else "learning"
             self.state = "locked"
             self._clear_buffer()
             self._clear_mouse()
             self.injection.reset()
             return [Audit("state", {"state": "locked"})]
         if not locked and self.state == "locked":
-            self.state = self._before_pause
+            self.state = "protecting" if self.profile else "learning"
             self.reason = None
             self.last_verdict = "ok"
+            self._reported = False
             self.trust = decision.reset()
             self.injection.reset()      # the lock screen's keys are no evidence for what follows
             fields = {"state": self.state}
@@ -425,7 +443,11 @@ class Pipeline:
                        "Configure a screen locker (see cadence doctor).")]
 
     def pause(self) -> list:
-        if not self.policy.allow_pause or self.state in ("paused", "locked"):
+        """The user pauses protection (the tray, ``cadence pause``), if the policy allows it:
+        not out of a state the agent did not choose (locked, degraded, in error) nor while a
+        verdict holds (an impostor could pause and resume it away)."""
+        if not self.policy.allow_pause or self.state in ("paused", "locked", "degraded", "error") \
+                or self._holding():
             return []
         self._before_pause = "protecting" if self.profile else "learning"
         self.state = "paused"
@@ -444,7 +466,9 @@ class Pipeline:
     def degrade(self, reason: str | None) -> list:
         """Set (a code of REASONS) or clear (None) the degraded state the shell observed."""
         if reason is not None and (self.state != "degraded" or self.reason != reason):
-            if self.state != "degraded":
+            if self.state == "locked":
+                self._before_pause = "locked"   # back to locked: the unlock is still to come
+            elif self.state != "degraded":
                 self._before_pause = "protecting" if self.profile else "learning"
             self.state, self.reason = "degraded", reason
             self._clear_buffer()

@@ -285,3 +285,75 @@ def test_the_worker_sleeps_longer_once_input_stops():
     assert tick_interval(LOCK_CHECK_S + 1, "protecting") == IDLE_TICK_S > 1.0  # idle
     assert tick_interval(LOCK_CHECK_S + 1, "learning") == IDLE_TICK_S
     assert tick_interval(3600, "locked") == UNLOCK_CHECK_S  # watch for the unlock
+
+
+def test_an_observed_injection_does_not_release_an_impostor_hold():
+    """Injection set to observe, impostors to alert: the injector's detection is audited, and
+    the impostor's hold (nothing scored, nothing learned) stays until the session is unlocked."""
+    pipeline = Pipeline(Policy(action="alert", injection_action="observe"), None, cell_weights())
+    pipeline.profile = object()  # the verdict path does not need the model
+    pipeline._verdict("impostor", 9.0, "keyboard")
+    effects = _until_injection(pipeline, _payload(900 * MS))
+    (audit,) = effects
+    assert audit.kind == "injection" and audit.fields["action"] == "observe"
+    assert pipeline._holding() and pipeline.last_verdict == "impostor"
+    later = run(pipeline, _payload(2_000 * MS))                 # each one audited
+    assert later and {(e.kind, e.fields["action"]) for e in later} == {("injection", "observe")}
+    assert pipeline._keys_in_buffer == 0 and pipeline.state == "alert"
+
+
+def test_keys_after_an_observed_injection_are_not_learned_until_a_break():
+    """Observe-only injection: no lock, but the payload, and whatever follows it without a
+    break of WINDOW_BREAK_S, is neither learned nor scored; each detection is audited."""
+    pipeline = Pipeline(Policy(injection_action="observe"), None, cell_weights())
+    effects = _until_injection(pipeline, _payload(900 * MS))
+    assert [e.fields["action"] for e in effects if isinstance(e, Audit)] == ["observe"]
+    assert not any(isinstance(e, Lock) for e in effects)
+    human, t = [], 2 * 10**9
+    for i in range(120):                     # a hand: uneven gaps, holds of 70-110 ms
+        t += (150, 170, 130, 190, 120, 160, 210)[i % 7] * MS
+        cls = (KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER, KeyClass.SPACE)[i % 3]
+        human += [Event(t, Kind.DOWN, cls, 1000 + i),
+                  Event(t + (90, 70, 110)[i % 3] * MS, Kind.UP, cls, 1000 + i)]
+    assert run(pipeline, human) == [] and pipeline.enrol_keys == 0
+    again = [e.kind for e in run(pipeline, _payload(60 * 10**9)) if isinstance(e, Audit)]
+    assert again and set(again) == {"injection"} and pipeline.enrol_keys == 0
+    after_break = [e._replace(t_ns=e.t_ns + 200 * 10**9, press_id=e.press_id + 10**4)
+                   for e in human]
+    run(pipeline, after_break)
+    assert pipeline.enrol_keys > 0 and pipeline.last_verdict == "ok"
+
+
+def test_degraded_while_locked_comes_back_locked():
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    pipeline.session_locked(True)
+    pipeline.last_verdict = "injection"
+    pipeline.degrade("hook-silent")
+    pipeline.degrade(None)
+    assert pipeline.state == "locked"
+    assert pipeline.session_locked(False) == [Audit("state", {"state": "learning"})]
+    assert pipeline.last_verdict == "ok" and not pipeline._holding()
+
+
+@pytest.mark.parametrize("why", ["degraded", "held"])
+def test_pause_is_refused_while_degraded_or_held(why):
+    """A pause must not lead out of a state the agent did not choose: a keyring that keeps the
+    profile locked (resuming would learn a new profile over it), or a verdict's hold (an
+    impostor could pause and resume it away)."""
+    pipeline = Pipeline(Policy(action="alert"), None, cell_weights())
+    if why == "degraded":
+        pipeline.degrade("keyring-locked")
+    else:
+        pipeline.profile = object()
+        pipeline._verdict("impostor", 9.0, "keyboard")
+    before = pipeline.state
+    assert pipeline.pause() == [] and pipeline.state == before
+    assert pipeline.resume() == [] and pipeline.state == before
+
+
+def test_a_suspect_window_after_an_observed_verdict_alerts():
+    pipeline = Pipeline(Policy(action="observe"), None, cell_weights())
+    pipeline.profile = object()
+    assert [e.kind for e in pipeline._verdict("impostor", 9.0, "keyboard")] == ["impostor"]
+    assert [e.kind for e in pipeline._verdict("suspect", 3.0, "keyboard")] == ["alert"]
+    assert pipeline._verdict("suspect", 3.0, "keyboard") == []
