@@ -267,6 +267,8 @@ class Agent:
         if profile is not None:
             self._execute(self.pipeline.degrade(None))
             self._execute(self.pipeline.installed(profile))
+            if self._hook_problem:
+                self._execute(self.pipeline.degrade(self._hook_problem))
 
     def _watchdog(self, now: float) -> None:
         if self.stopping.is_set():
@@ -303,7 +305,8 @@ class Agent:
                 self._execute(self.pipeline.degrade(restart))
         elif self._hook_problem and self._hook_events_at > self._hooks_started_at:
             self._hook_problem = None  # the restarted hooks deliver input again
-            self._execute(self.pipeline.degrade(None))
+            self._execute(self.pipeline.degrade("keyring-locked" if self._key_unavailable
+                                                else None))
 
     def _check_lock(self, now: float) -> None:
         """Learn whether the session is locked. Not while the user types (the X check briefly
