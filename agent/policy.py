@@ -125,6 +125,8 @@ def validate(key: str, value, source: str):
     low, high = _RANGES[key]
     if not low <= value <= high:
         raise PolicyError(f"{where} is outside {low}..{high}")
+    if isinstance(default, int) and value != int(value):
+        raise PolicyError(f"{where} is not a whole number")
     return type(default)(value)
 
 
@@ -363,10 +365,10 @@ def _keep_last_good(values: dict, unreadable: bool, path: Path) -> tuple[dict, l
             else:
                 validate(key, value, "managed policy")
             valid[key] = value
-        except PolicyError:
+        except PolicyError as exc:
             if key in good:
                 values[key] = valid[key] = good[key]
-                notes.append(f"managed {key}: kept the last valid value")
+                notes.append(f"{exc}; kept the last valid value")
     if unreadable:
         for key, value in good.items():
             values.setdefault(key, value)

@@ -64,6 +64,12 @@ def test_files_are_read_and_broken_files_reported(tmp_path):
     assert policy.load(tmp_path / "missing.toml", managed=("m", {}, [])).policy == Policy()
 
 
+def test_a_whole_number_setting_refuses_a_fraction_instead_of_cutting_it():
+    assert validate("enrol_keystrokes", 1000.0, "x") == 1000
+    with pytest.raises(PolicyError, match=r"enrol_keystrokes = 1000\.7 is not a whole number"):
+        validate("enrol_keystrokes", 1000.7, "x")
+
+
 def test_registry_style_dwords_are_booleans():
     assert validate("allow_pause", 0, "HKLM") is False
 
@@ -78,7 +84,8 @@ def test_an_invalid_managed_value_keeps_the_last_valid_one(tmp_path):
     typo = policy.load(user, managed=("m", {"action": "lokc", "sensitivity": 1.5}, []),
                        last_good=last_good)
     assert typo.policy.action == "lock"  # not the user's "observe"
-    assert "action" in typo.managed and any("last valid" in e for e in typo.errors)
+    assert "action" in typo.managed
+    assert any("'lokc'" in e and "kept the last valid value" in e for e in typo.errors)
     broken = policy.load(user, managed=("m", {}, ["m: cannot read"]), last_good=last_good)
     assert broken.policy.action == "lock" and broken.policy.sensitivity == 1.5
     assert oct(last_good.stat().st_mode & 0o777) == "0o600"
