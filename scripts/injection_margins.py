@@ -47,10 +47,12 @@ from agent.sources.loading import UserSessions
 
 #: knob -> the values tried, loosest first (fewer gaps, keys or holds is looser, except the
 #: new-keyboard window, where more keys, or more gaps at a hand's pace before it closes, is
-#: looser, and the catch-up, where a pause read at more ms a key explains fewer keys)
+#: looser, and the catch-up, where a pause read at more ms a key explains fewer keys, and a
+#: smaller budget excuses fewer in all)
 KNOBS: dict[str, Sequence[int]] = {
     "catch_up_keys": range(33),
     "catch_up_ms": range(400, 40, -20),
+    "catch_up_budget": range(49),
     "burst_gaps": range(1, 13),
     "steady_burst_gaps": range(1, 7),
     "short_hold_count": range(1, 17),

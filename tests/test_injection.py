@@ -197,6 +197,38 @@ def test_a_long_stall_at_a_steady_pace_is_not_taken_for_a_cadence():
     assert {d.rule for d in scan(prefix + no_pause)} == {"steady_burst"}
 
 
+def test_repeated_pauses_buy_no_more_than_the_catch_up_budget():
+    """An injector that pauses 2.4 s before every 24 keys would have each block taken for a
+    stall's queued keys. The catch-up excuses at most ``catch_up_budget`` key-downs in 1,000
+    (the Aalto typists: at most 23), so the third block is judged as it types."""
+    prefix = paced()
+    blocks, t, first = [], after_down(prefix, 0), 1000
+    for b in range(10):
+        block = injector(24, 10, t0=t + 2_400 * MS - 10 * MS, first_id=first, seed=b)
+        blocks += block
+        t, first = after_down(block, 0), first + 24
+    found = scan(prefix + blocks)
+    assert found, "repeated pauses hid the injector"
+    assert found[0].keys_observed <= 30 + 3 * 24       # within the third block
+    no_budget = InjectionPolicy(catch_up_budget=10**6)
+    assert scan(prefix + blocks, no_budget) == []       # what the budget closes
+
+
+def test_the_catch_up_budget_renews_as_keys_go_by():
+    """Stalls spread over a day (each under the budget within any 1,000 key-downs) are each
+    explained."""
+    events, t, first = paced(), T0, 1000
+    for b in range(6):
+        stall = typing([2000.0] + [4.0] * 20, [3.0] * 21, t0=after_down(events, 0),
+                       first_id=first)
+        tail = paced(600)
+        tail = [e._replace(t_ns=e.t_ns - tail[0].t_ns + after_down(stall, 150),
+                           press_id=e.press_id + first + 100) for e in tail]
+        events += stall + tail
+        first += 1000
+    assert scan(events) == []
+
+
 @pytest.mark.parametrize("period", [1, 5, 10, 20])
 def test_fast_injector_caught_within_5_keys_when_strict(period):
     prefix = human(30)
@@ -538,6 +570,11 @@ def test_policy_is_validated():
         InjectionPolicy(catch_up_keys=-1)
     with pytest.raises(ValueError, match="catch_up_ms must be positive"):
         InjectionPolicy(catch_up_ms=0)
+    with pytest.raises(ValueError, match="catch_up_budget"):
+        InjectionPolicy(catch_up_budget=-1)
+    for name in ("uniform_hold_window", "regular_gap_window"):   # two classes need two keys
+        with pytest.raises(ValueError, match=name):
+            InjectionPolicy(**{name: 1})
     with pytest.raises(ValueError, match="sensitivity"):
         InjectionDetector("paranoid")
     assert InjectionDetector.with_overrides("strict", burst_gaps=6).policy.burst_gaps == 6
