@@ -33,7 +33,7 @@ def _enrol_keystrokes(text: str) -> int:
     try:
         return validate("enrol_keystrokes", _at_least(0)(text), "--enrol-keystrokes")
     except PolicyError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--enrol-keystrokes: ")) from None
 
 
 def _people(args):
@@ -335,7 +335,9 @@ def _eval_parser(sub, name: str, formats: list[str], handler, help_text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cadence", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="cadence", description="Continuous behavioural authentication on the endpoint: "
+        "who is typing, never what.")
     parser.add_argument("--version", action="version", version=f"cadence {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every skipped row")
     commands = parser.add_subparsers(dest="command", required=True)
