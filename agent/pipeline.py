@@ -54,6 +54,10 @@ MAX_MOUSE_ACTIONS = 4000   # enrolment actions kept (bounded memory)
 MOUSE_MAX_DROP = 20.0
 MOUSE_MAX_RISE = 10.0
 ADAPT_MASS = 4  # adapted profile holds at most ~2x the enrolment's timings
+# A payload's keys the injection rule may take before it fires: its longest window (32 key-downs,
+# chords) after what the catch-up can excuse in a row (24). Enrolment cut within this many
+# key-downs of a detection may hold them, and is dropped.
+INJECTION_REACH = 64
 
 
 #: Why the agent is degraded, alerting or stopped: short codes (audit, SIEM) and what they mean.
@@ -291,6 +295,15 @@ class Pipeline:
                 Audit("enrolment", {"state": "training", "windows": len(windows),
                                     "mouse_actions": len(self.mouse_actions)})]
 
+    def _unlearn_recent(self) -> None:
+        """Drop the enrolment windows cut within ``INJECTION_REACH`` key-downs of now: the
+        payload just detected may have begun in them."""
+        back = self._keys_in_buffer
+        while self.enrol_windows and back < INJECTION_REACH:
+            self.enrol_windows.pop()
+            self.enrol_keys -= ENROL_WINDOW
+            back += ENROL_WINDOW
+
     def installed(self, profile: Profile) -> list:
         """The shell trained (or loaded) a profile: start protecting with it."""
         self.profile = profile
@@ -403,6 +416,8 @@ class Pipeline:
         return effects
 
     def _injection(self, detection) -> list:
+        if self.profile is None and not self.training:
+            self._unlearn_recent()
         self._clear_buffer()
         action = self.policy.injection_action
         if action == "observe" and self._holding():  # an acted verdict's hold stays as it is

@@ -357,3 +357,22 @@ def test_a_suspect_window_after_an_observed_verdict_alerts():
     assert [e.kind for e in pipeline._verdict("impostor", 9.0, "keyboard")] == ["impostor"]
     assert [e.kind for e in pipeline._verdict("suspect", 3.0, "keyboard")] == ["alert"]
     assert pipeline._verdict("suspect", 3.0, "keyboard") == []
+
+
+def test_enrolment_the_payload_may_have_begun_in_is_dropped_with_it():
+    """A rule fires some keys into a payload: a window cut among those keys may hold its first
+    ones. Windows cut within INJECTION_REACH key-downs of the detection go; earlier ones stay."""
+    from agent.pipeline import ENROL_WINDOW, INJECTION_REACH
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    human, t = [], 0
+    for i in range(3 * ENROL_WINDOW + 10):      # three windows cut, ten keys into the fourth
+        t += (150, 170, 130, 190, 120, 160, 210)[i % 7] * MS
+        cls = (KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER, KeyClass.SPACE)[i % 3]
+        human += [Event(t, Kind.DOWN, cls, i), Event(t + (90, 70, 110)[i % 3] * MS, Kind.UP, cls, i)]
+    assert run(pipeline, human) == [] and len(pipeline.enrol_windows) == 3
+    effects = _until_injection(pipeline, _payload(t + 150 * MS))
+    assert any(isinstance(e, Lock) for e in effects)
+    # the last cut was 10 human and 5 injected key-downs before the detection: within reach;
+    # the one before, 50 more back, is not
+    assert 10 + 5 < INJECTION_REACH <= 10 + 5 + ENROL_WINDOW
+    assert len(pipeline.enrol_windows) == 2 and pipeline.enrol_keys == 2 * ENROL_WINDOW
