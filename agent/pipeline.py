@@ -20,7 +20,7 @@ that scored clearly genuine adapt the profile (at most once per window's worth o
 nothing else ever does. Injected input the policy
 allows (remote desktop, password managers) is neither scored nor learned; a keystroke
 injection detection locks at once and discards the keys that follow it (with an observe-only
-policy: until a break of ``WINDOW_BREAK_S``). While the session is locked, or held after a
+policy: until a break of ``WINDOW_BREAK_S``) and the enrolment the payload may have begun in. While the session is locked, or held after a
 verdict, only the injection rule watches (:meth:`Pipeline._watch`).
 """
 
