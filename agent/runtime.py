@@ -343,11 +343,19 @@ class Agent:
         elif name == "resume":
             self._execute(p.resume())
         elif name in ("enroll-restart", "forget"):
-            removed = self.store.forget()
+            try:
+                removed = self.store.forget()
+            except StoreError as exc:
+                log.error("%s", exc)
+                self.audit.record("store_error", reason="forget-failed")
+                return
             self.audit.record("enrolment", state="learning",
                               reason="forgotten" if name == "forget" else "restart",
                               files_removed=int(removed.get("files_removed", 0)))
+            self._key_unavailable = False   # no stored profile left to wait for
             self.pipeline = Pipeline(self.policy, None, cell_weights())
+            if self._hook_problem:
+                self._execute(self.pipeline.degrade(self._hook_problem))
         self._publish(force=True)
 
     # -- effects ---------------------------------------------------------------------------------
@@ -399,10 +407,15 @@ class Agent:
     # -- status ------------------------------------------------------------------------------------
     def status(self) -> dict:
         out = dict(self.pipeline.status()) if self.pipeline else {"state": "starting"}
+        try:
+            protection, note = self.store.key_protection, self.store.key_protection_note
+        except StoreError as exc:
+            protection, note = "unknown", str(exc)
         out.update({
             "pid": os.getpid(), "version": __version__, "host": socket.gethostname(),
-            "key_protection": self.store.key_protection,
-            "key_note": self.store.key_protection_note,
+            "key_protection": protection,
+            "key_note": note,
+            "audit_write_failures": self.audit.write_failures,
             "managed": sorted(self.settings.managed),
             "policy_errors": list(self.settings.errors),
             "action": self.policy.action,

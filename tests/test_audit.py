@@ -190,3 +190,18 @@ def test_prune_deletes_only_rotated_files_older_than_retention(tmp_path):
     os.utime(log.path, (0, 0))
     log.prune(retention_days=1)
     assert log.path.exists()  # the current file is never pruned, however old
+
+
+def test_a_log_that_cannot_be_written_counts_the_loss_and_never_raises(tmp_path, caplog):
+    """A full disk or a folder made unwritable must not stop the lock or the SIEM alert the
+    record goes with: the record comes back, the loss is counted and said."""
+    path = tmp_path / "audit.jsonl"
+    path.mkdir()                      # what is there cannot be appended to
+    log = AuditLog(path)
+    entry = log.record("impostor", verdict="impostor", score=3.0)
+    assert entry["kind"] == "impostor" and entry["score"] == 3.0
+    log.record("lock", reason="impostor", locked=True)
+    assert log.write_failures == 2
+    assert "cannot write the audit log" in caplog.text and "2 records lost" not in caplog.text
+    with pytest.raises(ValueError):   # a field the rules refuse is still refused
+        log.record("impostor", note="typed text")

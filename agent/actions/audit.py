@@ -8,11 +8,16 @@ written, and the error names the field, never its value (errors end up in logs a
 
 Files are 0600 in a 0700 folder (by default ``platformdirs.user_log_dir("cadence")``); the
 current file is ``audit.jsonl``, older ones ``audit.jsonl.1`` (newest) ... ``audit.jsonl.N``.
+
+A record that cannot be written (a full disk, a folder made unwritable) is counted
+(``write_failures``) and logged, never raised: the lock or the SIEM alert it goes with must still
+happen.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -27,6 +32,8 @@ _FIELD_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 MAX_LIST = 64
 DEFAULT_MAX_BYTES = 1_000_000
 DEFAULT_BACKUPS = 5
+
+log = logging.getLogger(__name__)
 
 
 def default_path() -> Path:
@@ -74,6 +81,7 @@ class AuditLog:
         self.path = Path(path) if path is not None else default_path()
         self.max_bytes = int(max_bytes)
         self.backups = max(0, int(backups))
+        self.write_failures = 0
         self._lock = threading.Lock()
 
     # -- files
@@ -121,7 +129,7 @@ class AuditLog:
     # -- API
     def record(self, kind: str, **fields) -> dict:
         """Validate and append one record; returns it. Raises ValueError on a disallowed field
-        (nothing is written then); I/O errors propagate as OSError."""
+        (nothing is written then); a write that fails is counted and logged, not raised."""
         if not isinstance(kind, str) or not kind:
             raise ValueError("audit record kind must be a non-empty code")
         _check("kind", kind)
@@ -132,7 +140,14 @@ class AuditLog:
         entry.update({name: list(v) if isinstance(v, tuple) else v for name, v in fields.items()})
         line = (json.dumps(entry, separators=(",", ":"), allow_nan=False) + "\n").encode("utf-8")
         with self._lock:
-            self._append(line)
+            try:
+                self._append(line)
+            except OSError as exc:
+                self.write_failures += 1
+                if self.write_failures in (1, 10) or self.write_failures % 100 == 0:
+                    log.error("cannot write the audit log %s (%s): %d records lost so far; "
+                              "free disk space or fix the folder's permissions", self.path,
+                              exc.strerror or type(exc).__name__, self.write_failures)
         return entry
 
     def files(self) -> list[Path]:
