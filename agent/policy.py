@@ -133,11 +133,11 @@ def validate(key: str, value, source: str):
 _SINK_KEYS = {"syslog": {"type", "name", "host", "port", "transport", "facility", "ca_file"},
               "webhook": {"type", "name", "url", "ca_file", "token", "token_env", "token_file"}}
 _SINK_KEYS["splunk_hec"] = _SINK_KEYS["webhook"] | {"index", "source", "sourcetype"}
-_SINK_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+_SINK_NAME = re.compile(r"(?!\.+\Z)[A-Za-z0-9_.-]{1,40}")  # a spool folder: not . or ..
 _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
 _HEC_FIELD = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_TOKEN = re.compile(r"[\x21-\x7e]{1,512}")
+TOKEN = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII, no space: fit for a header
 
 
 def redact_url(url: str) -> str:
@@ -202,7 +202,7 @@ def _sink(entry, where: str) -> SinkConfig:
         if "@" in parts.netloc:
             raise PolicyError(f"{where}.url must not hold user:password; use token instead")
         values["url"] = destination = url
-        values["token"] = text("token", _TOKEN, secret=True)
+        values["token"] = text("token", TOKEN, secret=True)
         values["token_env"] = text("token_env", _ENV_NAME)
         values["token_file"] = text("token_file")
         given = [k for k in ("token", "token_env", "token_file") if values[k]]

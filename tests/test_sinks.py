@@ -281,6 +281,7 @@ class HttpsCollector:
         self.certs = certs
         self.port = free_port()
         self.status = status
+        self.reply = b'{"text":"Success","code":0}'
         self.requests: list[tuple[str, dict, object]] = []
         self.raw: list[bytes] = []
         self._server = None
@@ -294,7 +295,7 @@ class HttpsCollector:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 collector.raw.append(bytes(self.path, "utf-8") + bytes(self.headers) + body)
                 collector.requests.append((self.path, dict(self.headers), json.loads(body)))
-                reply = b'{"text":"Success","code":0}'
+                reply = collector.reply
                 self.send_response(collector.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(reply)))
@@ -357,6 +358,7 @@ def test_syslog_udp_and_tcp_deliver_rfc5424_with_structured_data(rsyslog_plain, 
         d.stop(2)
     by_input = {r["inputname"]: r for r in rsyslog_plain.records("impostor")}
     assert set(by_input) == {"imudp", "imtcp"}
+    event_ids = set()
     for rec in by_input.values():
         # rsyslog's own RFC 5424 parser agrees with what we meant ...
         assert rec["pri"] == str(FACILITIES["authpriv"] * 8 + siem.ALERT) == "81"
@@ -369,12 +371,15 @@ def test_syslog_udp_and_tcp_deliver_rfc5424_with_structured_data(rsyslog_plain, 
         # ... and so does a strict parse of the raw line (no framing left in it)
         line = parse_rfc5424(rec["rawmsg"])
         assert line["pri"] == "81" and line["app"] == "cadence" and line["host"] == HOST
-        assert line["params"] == {"verdict": "impostor", "score": "3.21", "trust": "0.08",
-                                  "action": "lock", "kind": "impostor", "user": USER,
-                                  "version": "0.1.0"}
+        params = dict(line["params"])
+        event_ids.add(params.pop("event_id"))
+        assert params == {"verdict": "impostor", "score": "3.21", "trust": "0.08",
+                          "action": "lock", "kind": "impostor", "user": USER, "version": "0.1.0"}
         when = dt.datetime.fromisoformat(line["ts"].replace("Z", "+00:00"))
         assert abs((dt.datetime.now(dt.timezone.utc) - when).total_seconds()) < 60
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
+    (event_id,) = event_ids      # one event, the same id at every collector: a SIEM can dedupe
+    assert re.fullmatch(r"[0-9a-f]{32}", event_id)
     tcp_locks = [parse_rfc5424(r["rawmsg"]) for r in rsyslog_plain.records("lock")
                  if r["inputname"] == "imtcp"]
     assert [p["params"]["seq"] for p in tcp_locks] == ["0", "1", "2"]
@@ -668,6 +673,83 @@ def test_forwarding_audit_sends_alert_worthy_records_only(https, tmp_path, certs
     assert audit.path == tmp_path / "logs" / "audit.jsonl"
 
 
+def test_an_unwritable_audit_log_still_forwards_the_alert(https, tmp_path, certs):
+    sinks = sinks_of({"type": "webhook", "name": "hook", "url": https.url("/in"),
+                      "ca_file": str(certs["ca"])})
+    d = dispatcher(sinks, tmp_path / "spool")
+    (tmp_path / "logs" / "audit.jsonl").mkdir(parents=True)     # a full disk, say
+    audit = siem.ForwardingAudit(AuditLog(tmp_path / "logs" / "audit.jsonl"), d)
+    try:
+        audit.record("impostor", verdict="impostor", score=3.0, action="lock")
+        assert wait_for(lambda: len(https.requests) == 1)
+    finally:
+        d.stop(2)
+    assert https.bodies()[0]["kind"] == "impostor" and audit.write_failures == 1
+
+
+def test_a_retried_event_keeps_its_id(https, tmp_path, certs):
+    """At-least-once delivery: the collector may get an event twice (it took it, its answer
+    was lost). Every delivery of one event carries one id, so the SIEM can drop the repeat."""
+    https.status = 503
+    sinks = sinks_of({"type": "webhook", "name": "hook", "url": https.url("/in"),
+                      "ca_file": str(certs["ca"])})
+    d = dispatcher(sinks, tmp_path / "spool")
+    try:
+        d.submit("impostor", {"verdict": "impostor"})
+        d.submit("lock", {"reason": "impostor"})
+        assert wait_for(lambda: len(https.requests) >= 2)
+        https.status = 200
+        assert wait_for(lambda: d.status()[0]["spooled"] == 0 and d.status()[0]["sent"] == 2)
+    finally:
+        d.stop(2)
+    ids = {}
+    for body in https.bodies():
+        ids.setdefault(body["kind"], set()).add(body["event_id"])
+    assert set(ids) == {"impostor", "lock"} and all(len(v) == 1 for v in ids.values())
+    assert ids["impostor"] != ids["lock"]
+
+
+def test_hec_setup_errors_are_retried_and_bad_events_are_counted(https, tmp_path, certs):
+    """HEC answers 400 both for an event it cannot take (code 6: dropped, counted) and for its
+    own setup (code 7, a wrong index: kept and retried until IT fixes it)."""
+    https.status, https.reply = 400, b'{"text":"Incorrect index","code":7}'
+    sinks = sinks_of({"type": "splunk_hec", "name": "hec", "url": https.url(), "token": "t-1",
+                      "ca_file": str(certs["ca"])})
+    d = dispatcher(sinks, tmp_path / "spool")
+    try:
+        d.submit("impostor", {"verdict": "impostor"})
+        assert wait_for(lambda: len(https.requests) >= 3)
+        assert d.status()[0]["spooled"] == 1 and d.status()[0]["failing"]
+        https.reply = b'{"text":"Invalid data format","code":6}'
+        assert wait_for(lambda: d.status()[0]["rejected"] == 1)
+        assert d.status()[0]["spooled"] == 0
+    finally:
+        d.stop(2)
+
+
+def test_stopping_with_a_collector_that_never_answers_keeps_the_queued_alerts(tmp_path, certs):
+    """The collector takes the connection and then says nothing: the worker waits out its send
+    timeout. The agent stops meanwhile; what was queued behind that send is in the spool."""
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    port = hole.getsockname()[1]
+    spool_dir = tmp_path / "spool"
+    sinks = sinks_of({"type": "webhook", "name": "hook", "url": f"https://127.0.0.1:{port}/in",
+                      "ca_file": str(certs["ca"])})
+    try:
+        d = dispatcher(sinks, spool_dir)
+        d.submit("impostor", {"verdict": "impostor", "seq": 0})
+        time.sleep(0.5)               # the first is being sent ...
+        for n in (1, 2):              # ... these two wait in the queue behind it
+            d.submit("impostor", {"verdict": "impostor", "seq": n})
+        d.stop(0.5)
+        records = [p for p in _spool_files(spool_dir) if p.suffix == ".rec" and p.stem.isdigit()]
+        assert len(records) == 3
+    finally:
+        hole.close()
+
+
 # --------------------------------------------------------------------------- policy
 def test_sink_policy_is_validated_bad_entries_skipped_and_tokens_never_shown():
     entries = [
@@ -698,6 +780,9 @@ def test_sink_policy_is_validated_bad_entries_skipped_and_tokens_never_shown():
         assert expected in errors
     assert "/etc/cadence/policy.toml" in s.errors[0]
     assert "SECRET" not in errors and "SECRET" not in repr(s.policy)
+    for name in (".", ".."):                   # the sink's spool folder would be outside
+        with pytest.raises(PolicyError, match="not a valid name"):
+            validate("sinks", [{"type": "syslog", "name": name, "host": "h"}], "user")
     with pytest.raises(PolicyError, match="sinks must be a list of tables"):
         validate("sinks", {"type": "syslog"}, "user")
     with pytest.raises(PolicyError, match="heartbeat_minutes = 0 is outside"):
@@ -710,6 +795,7 @@ def test_sink_policy_is_validated_bad_entries_skipped_and_tokens_never_shown():
 def test_a_sink_that_cannot_be_set_up_is_reported_and_the_others_still_work(tmp_path,
                                                                             monkeypatch):
     monkeypatch.delenv("CADENCE_NO_SUCH_TOKEN", raising=False)
+    monkeypatch.setenv("CADENCE_TWO_LINES", "s3cr3t-TOKEN\nX-Injected: 1")
     token_file = tmp_path / "hec.token"
     token_file.write_text("FILETOKEN\n")
     s = merge([("policy", {"sinks": [
@@ -719,14 +805,17 @@ def test_a_sink_that_cannot_be_set_up_is_reported_and_the_others_still_work(tmp_
          "ca_file": str(tmp_path / "missing-ca.pem")},
         {"type": "splunk_hec", "name": "c", "url": "https://127.0.0.1:1",
          "token_file": str(token_file)},
+        {"type": "webhook", "name": "d", "url": "https://127.0.0.1:1",
+         "token_env": "CADENCE_TWO_LINES"},    # a header of its own: never sent, never shown
     ]}, True)])
     assert not s.errors
     sinks, problems = siem.sinks_from_policy(s.policy)
     assert [x.name for x in sinks] == ["c"] and sinks[0]._token == "FILETOKEN"
     assert "CADENCE_NO_SUCH_TOKEN" in problems[0] and "missing-ca.pem" in problems[1]
+    assert "CADENCE_TWO_LINES" in problems[2] and "s3cr3t" not in problems[2]
     assert "FILETOKEN" not in repr(sinks[0]) and "FILETOKEN" not in repr(s.policy)
     d, problems = siem.dispatcher_from_policy(s.policy, tmp_path / "spool")
-    assert d is not None and len(d.channels) == 1 and len(problems) == 2
+    assert d is not None and len(d.channels) == 1 and len(problems) == 3
     assert siem.dispatcher_from_policy(Policy(), tmp_path / "spool") == (None, [])
 
 

@@ -28,7 +28,12 @@ bounded in-memory queue that moves events into the sink's encrypted spool
 (:mod:`agent.actions.spool`) and sends from the spool's head, in order, with retries and
 backoff. A record leaves the spool only once the collector took it (TCP/TLS: written to a
 connection that had not been closed by the collector; HTTPS: a 2xx answer), so delivery is
-at-least-once, except over UDP, which is fire-and-forget by nature.
+at-least-once, except over UDP, which is fire-and-forget by nature. Every event carries a random
+``event_id``, the same on every retry and at every collector, so a SIEM can drop a repeat. An
+event the collector refuses for good (HTTP 400/413/422; for HEC only its per-event codes) is
+dropped, counted (``rejected``) and logged; retries back off with jitter, so a fleet does not
+come back in step. A worker still sending when the agent stops leaves what is queued in the
+spool.
 """
 
 from __future__ import annotations
@@ -39,12 +44,14 @@ import json
 import logging
 import os
 import queue
+import random
 import re
 import select
 import socket
 import ssl
 import threading
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -52,7 +59,7 @@ from urllib.parse import urlsplit
 from agent import __version__
 from agent.actions import spool as spooling
 from agent.actions.audit import _check as check_field
-from agent.policy import FACILITIES, Policy, SinkConfig, redact_url
+from agent.policy import FACILITIES, TOKEN, Policy, SinkConfig, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +115,12 @@ class RejectedError(SinkError):
     """The collector refused this event for good (HTTP 400/413/422): retrying cannot help."""
 
 
+#: Splunk HEC answers 400 for a problem with the event (these codes) and for ones with the
+#: collector's setup (a wrong index, indexer acknowledgement wanting a channel, ...), which
+#: pass once IT fixes them: the event is kept and retried.
+HEC_EVENT_CODES = frozenset({5, 6, 12, 13})
+
+
 def forwarded(kind: str, fields: dict) -> bool:
     """Does this audit record go to the SIEM?"""
     return kind in FORWARDED or (kind == "state" and fields.get("state") in FORWARDED_STATES)
@@ -136,7 +149,8 @@ def os_user() -> str:
 def make_event(kind: str, fields: dict, *, host: str, user: str, version: str,
                when: float | None = None) -> dict:
     """The event to send: the audit rules applied to every field (failing ones are dropped and
-    named in the log), plus host, user, agent version and the time (epoch seconds, ms)."""
+    named in the log), plus host, user, agent version, the time (epoch seconds, ms) and an id
+    (random, kept through the spool's retries: a collector can drop a delivery it already has)."""
     check_field("kind", kind)  # ValueError for a kind that is not a short code
     clean = {}
     for name, value in dict(fields).items():
@@ -150,7 +164,7 @@ def make_event(kind: str, fields: dict, *, host: str, user: str, version: str,
         clean[name] = list(value) if isinstance(value, tuple) else value
     when = time.time() if when is None else when
     return {"time": round(when, 3), "kind": kind, "host": host, "user": user,
-            "version": version, "fields": clean}
+            "version": version, "id": uuid.uuid4().hex, "fields": clean}
 
 
 def iso_time(epoch: float) -> str:
@@ -166,6 +180,8 @@ def alert_json(event: dict) -> dict:
            "message": MESSAGES.get(kind, "Cadence event"),
            "host": event["host"], "user": event["user"], "version": event["version"],
            "agent": APP_NAME}
+    if event.get("id"):                      # spooled by an older version: none
+        out["event_id"] = event["id"]
     out.update({k: v for k, v in fields.items() if k not in out})
     return out
 
@@ -204,7 +220,8 @@ def syslog_message(event: dict, facility: int, procid: int | None = None) -> byt
     kind, fields = event["kind"], event["fields"]
     pri = facility * 8 + severity(kind, fields)
     params = dict(fields)
-    params.update({"kind": kind, "user": event["user"], "version": event["version"]})
+    params.update({"kind": kind, "user": event["user"], "version": event["version"],
+                   "event_id": event.get("id")})
     parts = []
     for name, value in params.items():
         text = _sd_value(value)
@@ -347,22 +364,38 @@ class HttpSink:
         try:
             conn.request("POST", self._target, body=body, headers=headers)
             response = conn.getresponse()
-            response.read(65536)
+            answer = response.read(65536)
             status = response.status
         except ssl.SSLCertVerificationError as exc:
             raise SinkError(f"server certificate not trusted ({exc.verify_message})") from None
         except (OSError, http.client.HTTPException) as exc:
             raise SinkError(getattr(exc, "strerror", None) or type(exc).__name__) from None
+        except Exception as exc:  # noqa: BLE001 - its message may hold a header: never shown
+            raise SinkError(type(exc).__name__) from None
         finally:
             conn.close()
         if 200 <= status < 300:
             return
+        if hec and status == 400:
+            code = _hec_code(answer)
+            if code not in HEC_EVENT_CODES:
+                raise SinkError(f"HTTP 400, HEC code {code}: check the collector's setup")
+            raise RejectedError(f"HTTP 400, HEC code {code}")
         if status in (400, 413, 422):
             raise RejectedError(f"HTTP {status}")
         raise SinkError(f"HTTP {status}")
 
     def close(self) -> None:
         pass
+
+
+def _hec_code(answer: bytes) -> int | None:
+    """The ``code`` of a HEC answer (``{"text": ..., "code": 7}``), if it has one."""
+    try:
+        code = json.loads(answer).get("code")
+    except (ValueError, AttributeError):
+        return None
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
 
 
 def _token(config: SinkConfig) -> str:
@@ -374,6 +407,9 @@ def _token(config: SinkConfig) -> str:
         value = os.environ.get(config.token_env, "").strip()
         if not value:
             raise ValueError(f"environment variable {config.token_env} (token_env) is not set")
+        if not TOKEN.fullmatch(value):
+            raise ValueError(f"environment variable {config.token_env} (token_env) does not "
+                             "hold one token (printable ASCII, no spaces)")
         return value
     if config.token_file:
         try:
@@ -381,8 +417,9 @@ def _token(config: SinkConfig) -> str:
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read token_file {config.token_file} "
                              f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
-        if not value or any(c.isspace() for c in value):
-            raise ValueError(f"token_file {config.token_file} does not hold one token")
+        if not TOKEN.fullmatch(value):
+            raise ValueError(f"token_file {config.token_file} does not hold one token "
+                             "(printable ASCII, no spaces)")
         return value
     return ""
 
@@ -421,6 +458,7 @@ class _Channel:
         self.d = dispatcher
         self.queue: queue.Queue = queue.Queue(maxsize=dispatcher.queue_size)
         self.spool: spooling.Spool | None = None
+        self._spool_lock = threading.Lock()   # the spool is used by the worker and by stop()
         self._lost = 0
         self._lost_lock = threading.Lock()
         self._stop = threading.Event()
@@ -428,6 +466,7 @@ class _Channel:
         self.failing = False
         self.depth = 0
         self.sent = 0
+        self.rejected = 0
         self.thread = threading.Thread(target=self._run, name=f"cadence-sink-{self.name}",
                                        daemon=True)
 
@@ -459,14 +498,15 @@ class _Channel:
                 except queue.Empty:
                     item = None
                 if item is not None and item is not _STOP:
-                    self.spool.append(item)
+                    with self._spool_lock:
+                        self.spool.append(item)
                 self._drain()
                 if self._stop.is_set() or time.monotonic() < next_try:
                     continue
                 if self._flush():
                     backoff, next_try = self.d.min_backoff, 0.0
-                else:
-                    next_try = time.monotonic() + backoff
+                else:   # jittered: a fleet's agents do not all come back at the same moment
+                    next_try = time.monotonic() + backoff * random.uniform(0.5, 1.0)
                     backoff = min(backoff * 2, self.d.max_backoff)
             except Exception:  # noqa: BLE001 - the worker must not die
                 log.exception("sink %s: worker error", self.name)
@@ -481,24 +521,33 @@ class _Channel:
             self.sink.close()
 
     def _drain(self) -> None:
-        while True:
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not _STOP:
-                self.spool.append(item)
-        with self._lost_lock:
-            lost, self._lost = self._lost, 0
-        self.spool.note_dropped(lost)
-        self.depth = len(self.spool)
+        with self._spool_lock:
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _STOP:
+                    self.spool.append(item)
+            with self._lost_lock:
+                lost, self._lost = self._lost, 0
+            self.spool.note_dropped(lost)
+            self.depth = len(self.spool)
+
+    def drain_stuck(self) -> None:
+        """The worker is still sending when the agent stops (a collector that takes the
+        connection but never answers): move what is queued into the spool from here, or it
+        would be lost with the process. The worker holds the spool only between sends."""
+        if self.spool is not None:
+            self._drain()
 
     def _flush(self) -> bool:
         """Send the losses notice, then the spool from its head. True when all went out."""
         try:
             while True:
-                head = self.spool.peek()  # first: it counts records that fail to decrypt
-                dropped, unreadable = self.spool.take_losses()
+                with self._spool_lock:
+                    head = self.spool.peek()  # first: it counts records that fail to decrypt
+                    dropped, unreadable = self.spool.take_losses()
                 if dropped or unreadable:  # the gap is reported where it is, in order
                     notice = self.d.event("spool_overflow", {
                         "dropped": dropped, "unreadable": unreadable,
@@ -508,7 +557,8 @@ class _Channel:
                     except RejectedError as exc:
                         log.error("sink %s (%s): the collector rejected the spool_overflow "
                                   "event (%s)", self.name, self.sink.describe(), exc)
-                    self.spool.reported(dropped, unreadable)
+                    with self._spool_lock:
+                        self.spool.reported(dropped, unreadable)
                 if head is None:
                     break
                 if self._stop.is_set() and time.monotonic() > self._deadline:
@@ -518,9 +568,12 @@ class _Channel:
                     self.sink.send(event)
                     self.sent += 1
                 except RejectedError as exc:
-                    log.error("sink %s (%s): the collector rejected a %s event (%s); dropped",
-                              self.name, self.sink.describe(), event.get("kind"), exc)
-                self.spool.remove(seq)
+                    self.rejected += 1
+                    log.error("sink %s (%s): the collector rejected a %s event (%s); dropped "
+                              "(%d so far)", self.name, self.sink.describe(), event.get("kind"),
+                              exc, self.rejected)
+                with self._spool_lock:
+                    self.spool.remove(seq)
                 self._drain()
         except SinkError as exc:
             if not self.failing:
@@ -610,11 +663,13 @@ class SinkDispatcher:
         for channel in self.channels:
             if channel.thread.is_alive():
                 channel.thread.join(max(0.0, deadline - time.monotonic()) + 0.5)
+            if channel.thread.is_alive():
+                channel.drain_stuck()
 
     def status(self) -> list[dict]:
         """Per sink: name, pending (spooled) events, delivering or not; no destinations."""
-        return [{"name": c.name, "spooled": c.depth, "failing": c.failing, "sent": c.sent}
-                for c in self.channels]
+        return [{"name": c.name, "spooled": c.depth, "failing": c.failing, "sent": c.sent,
+                 "rejected": c.rejected} for c in self.channels]
 
 
 def dispatcher_from_policy(policy: Policy, spool_dir, **kwargs) -> tuple[SinkDispatcher | None,
