@@ -28,3 +28,19 @@ def test_hooks_coming_back_leave_the_agent_waiting_for_a_locked_keyring(tmp_path
     assert agent._hook_problem is None
     assert (agent.pipeline.state, agent.pipeline.reason) == ("degraded", "keyring-locked")
     assert agent.pipeline.pause() == [] and agent.pipeline.state == "degraded"
+
+
+def test_one_agent_per_session_and_the_second_names_the_first(tmp_path):
+    import os
+
+    import pytest
+
+    from agent.system.instance import AlreadyRunning, InstanceLock
+    first, second = InstanceLock(tmp_path / "run" / "agent.lock"), InstanceLock(
+        tmp_path / "run" / "agent.lock")
+    first.acquire()
+    with pytest.raises(AlreadyRunning, match=rf"pid {os.getpid()}\)"):
+        second.acquire()
+    first.release()
+    second.acquire()                   # the first is gone: the next one runs
+    second.release()

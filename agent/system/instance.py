@@ -8,8 +8,20 @@ import sys
 from agent.system.paths import private_dir
 
 
+_WINDOWS_LOCK_BYTE = 1 << 20
+
+
 class AlreadyRunning(RuntimeError):
     pass
+
+
+def _holder(f) -> str:
+    """The pid the running agent wrote, or "?"."""
+    try:
+        f.seek(0)
+        return f.read(32).decode("ascii", "replace").strip() or "?"
+    except OSError:
+        return "?"
 
 
 class InstanceLock:
@@ -21,22 +33,24 @@ class InstanceLock:
 
     def acquire(self) -> None:
         private_dir(self.path.parent)
-        f = open(self.path, "a+")
+        f = open(self.path, "a+b")
         try:
             if sys.platform == "win32":  # pragma: no cover
                 import msvcrt
+                # msvcrt locks from the file's position: one fixed byte past any pid written,
+                # so every agent contends for the same byte and the pid stays readable
+                f.seek(_WINDOWS_LOCK_BYTE)
                 msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
             else:
                 import fcntl
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            f.seek(0)
-            pid = f.read().strip() or "?"
+            pid = _holder(f)
             f.close()
             raise AlreadyRunning(f"Cadence is already running in this session (pid {pid})")
         f.seek(0)
         f.truncate()
-        f.write(str(os.getpid()))
+        f.write(str(os.getpid()).encode("ascii"))
         f.flush()
         self._file = f
 
