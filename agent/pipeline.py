@@ -43,6 +43,8 @@ from agent.policy import Policy
 ENROL_WINDOW = 50
 WINDOW_BREAK_S = 60.0
 MIN_ENROL_WINDOWS = 10
+MAX_ENROL_WINDOWS = 400    # 20,000 keys, the policy's largest enrolment; older windows go
+RETRAIN_AFTER_KEYS = 500   # after a training that failed, learning goes on this long first
 MIN_COVERED_CELLS = 8
 SAVE_EVERY_ADAPTATIONS = 20
 MOUSE_WINDOW = 20          # actions per mouse decision (the window the model is trained for)
@@ -146,6 +148,7 @@ class Pipeline:
         self.enrol_keys = 0
         self.quality: str | None = None
         self.training = False
+        self._train_after = 0          # enrol_keys a retry waits for, after a failed training
         self.adaptations = 0
         self._events: deque[Event] = deque()
         self._keys_in_buffer = 0
@@ -153,7 +156,8 @@ class Pipeline:
         self._last_scored: int | None = None
         self._last_adapted = 0
         self._last_key_ns: int | None = None
-        self._before_pause = self.state
+        self._before_pause = self.state   # what a pause or a degraded spell goes back to
+        self._reason_before: str | None = None
         self._reported = False           # an injection reported in this lock or hold
         self._injections_unreported = 0  # detections after the one this lock or hold reported
 
@@ -191,7 +195,7 @@ class Pipeline:
                 return []
             locked = self.state == "locked"
             return [Audit("keyboard_attached", {"while_locked": True} if locked else {})]
-        if self.state == "locked" or self._holding():
+        if self.state == "locked" or self.holding():
             return self._watch(event)
         if not event.is_key:
             return self._mouse(event)
@@ -240,7 +244,7 @@ class Pipeline:
                 Notify("Cadence: " + INJECTION_MESSAGE + " while the session was locked",
                        "Reason: injection")]
 
-    def _holding(self) -> bool:
+    def holding(self) -> bool:
         """An impostor or injection verdict that acted holds until the session is unlocked;
         an observed injection until a break in the typing (:meth:`_watch`)."""
         action = {"impostor": self.policy.action,
@@ -283,8 +287,11 @@ class Pipeline:
         self._keys_in_buffer = 1
         vector = window_vector(window[:-1])
         self.enrol_windows.append(vector)
+        if len(self.enrol_windows) > MAX_ENROL_WINDOWS:   # a quality check that keeps failing
+            del self.enrol_windows[0]
         self.enrol_keys += ENROL_WINDOW
-        if self.enrol_keys < self.policy.enrol_keystrokes or self.training:
+        if self.enrol_keys < max(self.policy.enrol_keystrokes, self._train_after) \
+                or self.training:
             return []
         windows = np.array(self.enrol_windows)
         self.quality = enrolment_quality(windows)
@@ -294,6 +301,14 @@ class Pipeline:
         return [Train(windows, np.array(self.mouse_actions)),
                 Audit("enrolment", {"state": "training", "windows": len(windows),
                                     "mouse_actions": len(self.mouse_actions)})]
+
+    def training_failed(self) -> list:
+        """The shell could not train on the enrolment: learning goes on, and training is tried
+        again ``RETRAIN_AFTER_KEYS`` later."""
+        self.training = False
+        self._train_after = self.enrol_keys + RETRAIN_AFTER_KEYS
+        return [Notify("Cadence could not learn your typing profile yet",
+                       "It keeps learning and tries again.")]
 
     def _unlearn_recent(self) -> None:
         """Drop the enrolment windows cut within ``INJECTION_REACH`` key-downs of now: the
@@ -420,7 +435,7 @@ class Pipeline:
             self._unlearn_recent()
         self._clear_buffer()
         action = self.policy.injection_action
-        if action == "observe" and self._holding():  # an acted verdict's hold stays as it is
+        if action == "observe" and self.holding():  # an acted verdict's hold stays as it is
             return [Audit("injection", {**injection_fields(detection), "action": action})]
         self._reported = action != "observe"
         self.trust = decision.with_verdict(self.trust, decision.Verdict.INJECTION)
@@ -429,7 +444,16 @@ class Pipeline:
 
     # -- from the shell ---------------------------------------------------------------------------
     def session_locked(self, locked: bool) -> list:
-        """The OS reports the session locked (ours or the user's) or unlocked again."""
+        """The OS reports the session locked (ours or the user's) or unlocked again. While
+        degraded the agent stays degraded; what it goes back to follows the lock."""
+        if self.state == "degraded":
+            if locked and self._before_pause != "locked":
+                self._before_pause, self._reason_before = "locked", None
+                self.injection.reset()
+            elif not locked and self._before_pause == "locked":
+                self._before_pause = "protecting" if self.profile else "learning"
+                self._unlocked()
+            return []
         if locked and self.state != "locked":
             self.state = "locked"
             self._clear_buffer()
@@ -439,16 +463,18 @@ class Pipeline:
         if not locked and self.state == "locked":
             self.state = "protecting" if self.profile else "learning"
             self.reason = None
-            self.last_verdict = "ok"
-            self._reported = False
-            self.trust = decision.reset()
-            self.injection.reset()      # the lock screen's keys are no evidence for what follows
-            fields = {"state": self.state}
-            if self._injections_unreported:
-                fields["injections_unreported"] = self._injections_unreported
-                self._injections_unreported = 0
-            return [Audit("state", fields)]
+            return [Audit("state", {"state": self.state, **self._unlocked()})]
         return []
+
+    def _unlocked(self) -> dict:
+        """The user is back: the verdicts and evidence from before are done with (the lock
+        screen's keys are no evidence for what follows). Audit fields: what went unreported."""
+        self.last_verdict = "ok"
+        self._reported = False
+        self.trust = decision.reset()
+        self.injection.reset()
+        unreported, self._injections_unreported = self._injections_unreported, 0
+        return {"injections_unreported": unreported} if unreported else {}
 
     def lock_failed(self, method: str) -> list:
         self.state = "alert"
@@ -462,9 +488,10 @@ class Pipeline:
         not out of a state the agent did not choose (locked, degraded, in error) nor while a
         verdict holds (an impostor could pause and resume it away)."""
         if not self.policy.allow_pause or self.state in ("paused", "locked", "degraded", "error") \
-                or self._holding():
+                or self.holding():
             return []
-        self._before_pause = "protecting" if self.profile else "learning"
+        self._before_pause, self._reason_before = ("protecting" if self.profile
+                                                   else "learning"), None
         self.state = "paused"
         self._clear_buffer()
         self._clear_mouse()
@@ -481,18 +508,23 @@ class Pipeline:
     def degrade(self, reason: str | None) -> list:
         """Set (a code of REASONS) or clear (None) the degraded state the shell observed."""
         if reason is not None and (self.state != "degraded" or self.reason != reason):
-            if self.state == "locked":
-                self._before_pause = "locked"   # back to locked: the unlock is still to come
-            elif self.state != "degraded":
-                self._before_pause = "protecting" if self.profile else "learning"
+            if self.state != "degraded":
+                self._before_pause, self._reason_before = self._resumable()
             self.state, self.reason = "degraded", reason
             self._clear_buffer()
             self._clear_mouse()
             return [Audit("state", {"state": "degraded", "reason": reason})]
         if reason is None and self.state == "degraded":
-            self.state, self.reason = self._before_pause, None
+            self.state, self.reason = self._before_pause, self._reason_before
             return [Audit("state", {"state": self.state})]
         return []
+
+    def _resumable(self) -> tuple[str, str | None]:
+        """The state (and reason) a pause or a degraded spell goes back to: locked and alert
+        are kept (the unlock, or the verdict's hold, is still to come); else the work."""
+        if self.state in ("locked", "alert"):
+            return self.state, self.reason
+        return ("protecting" if self.profile else "learning"), None
 
 
 INJECTION_MESSAGE = "keystroke injection detected"

@@ -93,8 +93,9 @@ class Agent:
         self.stopping = threading.Event()
         self.pipeline: Pipeline | None = None
         self._worker: threading.Thread | None = None
-        self._pending_profile: Profile | None = None
-        self._training_error: str | None = None
+        # a training thread's outcome, with the pipeline it was for (a forget replaces it)
+        self._pending_profile: tuple[Pipeline, Profile] | None = None
+        self._training_error: tuple[Pipeline, str] | None = None
         self._pause_until = 0.0
         self._last_lock_check = 0.0
         self._last_silence_check = 0.0
@@ -232,14 +233,9 @@ class Agent:
                 self.stopping.wait(BATCH_S)
 
     def _tick(self, now: float) -> None:
-        p = self.pipeline
-        if self._pending_profile is not None:
-            profile, self._pending_profile = self._pending_profile, None
-            self._execute(p.installed(profile))
-        if self._training_error:
-            self.audit.record("error", reason="training-failed")
-            self._training_error = None
+        self._take_training()
         self._requests()
+        p = self.pipeline
         if now - self._last_prune >= PRUNE_EVERY_S:
             self._prune_audit(now)
         if self._key_unavailable and now - self._last_key_retry >= KEY_RETRY_S:
@@ -251,6 +247,20 @@ class Agent:
         if self.sinks is not None:
             self.sinks.maybe_heartbeat(now, {"state": p.state})
         self._publish()
+
+    def _take_training(self) -> None:
+        """A training thread's outcome, if it is for the pipeline still running (a forget or a
+        restart while it trained replaced that one: its profile is not brought back)."""
+        p = self.pipeline
+        if self._pending_profile is not None:
+            (trained_for, profile), self._pending_profile = self._pending_profile, None
+            if trained_for is p:
+                self._execute(p.installed(profile))
+        if self._training_error is not None:
+            (trained_for, _), self._training_error = self._training_error, None
+            if trained_for is p:
+                self.audit.record("error", reason="training-failed")
+                self._execute(p.training_failed())
 
     def _prune_audit(self, now: float) -> None:
         self._last_prune = now
@@ -264,11 +274,13 @@ class Agent:
         self._last_key_retry = now
         self._key_unavailable = False
         profile = self._load_profile()
+        if self._key_unavailable:
+            return                          # still locked
+        self._execute(self.pipeline.degrade(None))   # loaded, or set aside: learning again
         if profile is not None:
-            self._execute(self.pipeline.degrade(None))
             self._execute(self.pipeline.installed(profile))
-            if self._hook_problem:
-                self._execute(self.pipeline.degrade(self._hook_problem))
+        if self._hook_problem:
+            self._execute(self.pipeline.degrade(self._hook_problem))
 
     def _watchdog(self, now: float) -> None:
         if self.stopping.is_set():
@@ -342,6 +354,12 @@ class Agent:
                 self._execute(p.pause())
         elif name == "resume":
             self._execute(p.resume())
+        elif name in ("enroll-restart", "forget") and p.holding():
+            log.error("%s refused: a verdict holds this session until it is unlocked", name)
+            self.audit.record("request_refused", reason=name)
+            self._notify("Cadence: request refused",
+                         "The profile cannot be deleted or restarted while Cadence holds this "
+                         "session after a verdict; unlock the session first.")
         elif name in ("enroll-restart", "forget"):
             try:
                 removed = self.store.forget()
@@ -360,38 +378,46 @@ class Agent:
 
     # -- effects ---------------------------------------------------------------------------------
     def _execute(self, effects: list) -> None:
+        """Carry out the pipeline's effects, each on its own: one that fails (an audit record
+        refused, a notification service gone) is logged, and the rest (the lock) still run."""
         for effect in effects:
-            if isinstance(effect, Audit):
-                self.audit.record(effect.kind, **effect.fields)
-            elif isinstance(effect, Notify):
-                self._notify(effect.title, effect.body)
-            elif isinstance(effect, Lock):
-                self._lock(effect.reason)
-            elif isinstance(effect, Train):
-                threading.Thread(target=self._train, args=(effect,), daemon=True,
-                                 name="cadence-train").start()
-            elif isinstance(effect, Save):
-                self._save(effect.profile)
+            try:
+                self._carry_out(effect)
+            except Exception:  # noqa: BLE001 - the next effect may be the lock
+                log.exception("could not carry out a %s effect", type(effect).__name__)
         if effects:
             self._publish()
+
+    def _carry_out(self, effect) -> None:
+        if isinstance(effect, Audit):
+            self.audit.record(effect.kind, **effect.fields)
+        elif isinstance(effect, Notify):
+            self._notify(effect.title, effect.body)
+        elif isinstance(effect, Lock):
+            self._lock(effect.reason)
+        elif isinstance(effect, Train):
+            threading.Thread(target=self._train, args=(effect, self.pipeline), daemon=True,
+                             name="cadence-train").start()
+        elif isinstance(effect, Save):
+            self._save(effect.profile)
 
     def _lock(self, reason: str) -> None:
         command = list(self.policy.locker_command) or None
         result = lock_session(command)
-        self.audit.record("lock", reason=reason, method=result.method, locked=result.locked,
-                          verified=bool(result.verified))
+        self.audit.record("lock", reason=reason, method=siem.safe_code(result.method),
+                          locked=result.locked, verified=bool(result.verified))
         if result.locked:
             self._execute(self.pipeline.session_locked(True))
         else:
             log.error("could not lock the session: %s", result.detail)
             self._execute(self.pipeline.lock_failed(result.method))
 
-    def _train(self, job: Train) -> None:
+    def _train(self, job: Train, pipeline: Pipeline) -> None:
         try:
-            self._pending_profile = train_profile(job)
+            self._pending_profile = (pipeline, train_profile(job))
         except Exception as exc:  # noqa: BLE001
             log.exception("training failed")
-            self._training_error = type(exc).__name__
+            self._training_error = (pipeline, type(exc).__name__)
 
     def _save(self, profile: Profile) -> None:
         try:

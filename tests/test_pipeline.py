@@ -232,7 +232,7 @@ def test_an_injection_after_an_impostor_alert_takes_the_injection_action():
     pipeline = Pipeline(Policy(action="alert"), None, cell_weights())
     pipeline.profile = object()  # the verdict path does not need the model
     pipeline._verdict("impostor", 9.0, "keyboard")
-    assert pipeline._holding() and pipeline.state == "alert"
+    assert pipeline.holding() and pipeline.state == "alert"
     effects = _until_injection(pipeline, _payload(900 * MS))
     assert [e.reason for e in effects if isinstance(e, Lock)] == ["injection"]
     assert pipeline.last_verdict == "injection"
@@ -296,7 +296,7 @@ def test_an_observed_injection_does_not_release_an_impostor_hold():
     effects = _until_injection(pipeline, _payload(900 * MS))
     (audit,) = effects
     assert audit.kind == "injection" and audit.fields["action"] == "observe"
-    assert pipeline._holding() and pipeline.last_verdict == "impostor"
+    assert pipeline.holding() and pipeline.last_verdict == "impostor"
     later = run(pipeline, _payload(2_000 * MS))                 # each one audited
     assert later and {(e.kind, e.fields["action"]) for e in later} == {("injection", "observe")}
     assert pipeline._keys_in_buffer == 0 and pipeline.state == "alert"
@@ -332,7 +332,7 @@ def test_degraded_while_locked_comes_back_locked():
     pipeline.degrade(None)
     assert pipeline.state == "locked"
     assert pipeline.session_locked(False) == [Audit("state", {"state": "learning"})]
-    assert pipeline.last_verdict == "ok" and not pipeline._holding()
+    assert pipeline.last_verdict == "ok" and not pipeline.holding()
 
 
 @pytest.mark.parametrize("why", ["degraded", "held"])
@@ -376,3 +376,55 @@ def test_enrolment_the_payload_may_have_begun_in_is_dropped_with_it():
     # the one before, 50 more back, is not
     assert 10 + 5 < INJECTION_REACH <= 10 + 5 + ENROL_WINDOW
     assert len(pipeline.enrol_windows) == 2 and pipeline.enrol_keys == 2 * ENROL_WINDOW
+
+
+@pytest.mark.parametrize("reason", ["wayland", "keyring-locked"])
+def test_a_lock_and_unlock_while_degraded_leave_it_degraded(reason):
+    """A Wayland session sees no input, and stays so across a lock: the agent must not show
+    'protecting' after the unlock. What it goes back to once the problem passes follows the
+    lock."""
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    pipeline.degrade(reason)
+    assert pipeline.session_locked(True) == [] and pipeline.state == "degraded"
+    assert pipeline.session_locked(False) == []
+    assert (pipeline.state, pipeline.reason) == ("degraded", reason)
+    pipeline.session_locked(True)
+    pipeline.degrade(None)
+    assert pipeline.state == "locked"                 # the problem passed while locked
+
+
+def test_degraded_after_a_failed_lock_comes_back_alerting_and_held():
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    pipeline.profile = object()
+    pipeline._verdict("impostor", 9.0, "keyboard")
+    pipeline.lock_failed("none")
+    pipeline.degrade("hook-stopped")
+    pipeline.degrade(None)
+    assert (pipeline.state, pipeline.reason) == ("alert", "lock-failed") and pipeline.holding()
+
+
+def test_a_failed_training_is_tried_again_later(typists):
+    from agent.pipeline import RETRAIN_AFTER_KEYS
+    pipeline = Pipeline(Policy(enrol_keystrokes=200), None, cell_weights())
+    trains = []
+    events = shifted([s for person in typists[:3] for s in person.sessions])
+    for event in events:
+        if any(isinstance(e, Train) for e in pipeline.feed(event)):
+            trains.append(pipeline.enrol_keys)
+            if len(trains) == 1:
+                assert [type(e) for e in pipeline.training_failed()] == [Notify]
+            else:
+                break
+    assert len(trains) == 2 and trains[1] == trains[0] + RETRAIN_AFTER_KEYS
+
+
+def test_enrolment_that_never_passes_its_check_stays_bounded():
+    from agent.pipeline import MAX_ENROL_WINDOWS
+    pipeline = Pipeline(Policy(enrol_keystrokes=200), None, cell_weights())
+    human, t = [], 0
+    for i in range((MAX_ENROL_WINDOWS + 20) * 50):    # one key only: never a profile
+        t += (150, 170, 130, 190, 120, 160, 210)[i % 7] * MS
+        human += [Event(t, Kind.DOWN, KeyClass.SPACE, i),
+                  Event(t + 90 * MS, Kind.UP, KeyClass.SPACE, i)]
+    run(pipeline, human)
+    assert pipeline.quality is not None and len(pipeline.enrol_windows) == MAX_ENROL_WINDOWS

@@ -9,16 +9,25 @@ from agent.sources.live import LiveSource
 from agent.system.paths import Paths
 
 
+def agent_here(tmp_path, policy=None) -> Agent:
+    """An agent in ``tmp_path`` with its pipeline, not started (no hooks, no worker)."""
+    root = tmp_path / "home"
+    paths = Paths(root / "data", root / "config", root / "logs", root / "run")
+    agent = Agent(paths, merge([("test policy", policy or {}, True)]), source=LiveSource())
+    agent.pipeline = Pipeline(agent.policy, None, cell_weights())
+    return agent
+
+
+def kinds(agent) -> list[str]:
+    return [r["kind"] for r in agent.audit.read()]
+
+
 def test_hooks_coming_back_leave_the_agent_waiting_for_a_locked_keyring(tmp_path, monkeypatch):
     """The keyring holding the profile's key is locked, then the hooks stop and come back: the
     agent stays degraded for the keyring, not learning a new profile (which could never be
     saved over the user's own, and would judge the user against the wrong one)."""
-    root = tmp_path / "home"
-    paths = Paths(root / "data", root / "config", root / "logs", root / "run")
-    hooks = LiveSource()
-    monkeypatch.setattr(hooks, "alive", lambda: True)
-    agent = Agent(paths, merge([]), source=hooks)
-    agent.pipeline = Pipeline(agent.policy, None, cell_weights())
+    agent = agent_here(tmp_path)
+    monkeypatch.setattr(agent.source, "alive", lambda: True)
     agent._key_unavailable = True
     agent._execute(agent.pipeline.degrade("keyring-locked"))
     agent._hook_problem = "hook-stopped"
@@ -44,3 +53,40 @@ def test_one_agent_per_session_and_the_second_names_the_first(tmp_path):
     first.release()
     second.acquire()                   # the first is gone: the next one runs
     second.release()
+
+
+def test_a_profile_trained_for_a_forgotten_enrolment_is_not_brought_back(tmp_path):
+    from test_features_model import profile_blob
+
+    from agent.model.profile import Profile
+    agent = agent_here(tmp_path)
+    before = agent.pipeline
+    agent.handle("forget")                      # while a training thread still runs
+    assert agent.pipeline is not before
+    agent._pending_profile = (before, Profile.from_json(profile_blob()))   # it finishes
+    agent._take_training()
+    assert agent.pipeline.profile is None and not agent.store.path.exists()
+
+
+def test_forget_is_refused_while_a_verdict_holds(tmp_path):
+    """An impostor held after an alert-only verdict (or a lock that failed) must not wipe the
+    profile and enrol as the user."""
+    from test_features_model import profile_blob
+
+    from agent.model.profile import Profile
+    agent = agent_here(tmp_path, {"action": "alert"})
+    agent.pipeline.profile = Profile.from_json(profile_blob())
+    agent.pipeline._verdict("impostor", 9.0, "keyboard")
+    held = agent.pipeline
+    agent.handle("forget")
+    assert agent.pipeline is held and agent.pipeline.holding()
+    assert kinds(agent)[-1] == "request_refused"
+
+
+def test_an_effect_that_fails_does_not_stop_the_lock_after_it(tmp_path, monkeypatch):
+    from agent.pipeline import Audit, Lock
+    agent = agent_here(tmp_path, {"locker_command": ["false"]})
+    monkeypatch.delenv("DISPLAY", raising=False)
+    agent._execute([Audit("impostor", {"note": "refused by the audit rules"}), Lock("impostor")])
+    assert kinds(agent)[-2:] == ["lock", "lock_failed"]     # the lock was tried, and said so
+    assert (agent.pipeline.state, agent.pipeline.reason) == ("alert", "lock-failed")

@@ -661,15 +661,18 @@ def test_forwarding_audit_sends_alert_worthy_records_only(https, tmp_path, certs
         audit.record("state", state="protecting")          # routine: audit log only
         audit.record("enrolment", state="training")        # routine: audit log only
         audit.record("state", state="degraded", reason="wayland")
+        audit.record("enrolment", state="learning", reason="forgotten", files_removed=2)
         audit.record("impostor", verdict="impostor", score=3.0, trust=0.1, action="lock")
         audit.record("lock", reason="impostor", method="i3lock", locked=True, verified=True)
         audit.record("stop", state="stopped")
-        assert wait_for(lambda: len(https.requests) == 5)
+        assert wait_for(lambda: len(https.requests) == 6)
     finally:
         d.stop(2)
-    assert [b["kind"] for b in https.bodies()] == ["start", "state", "impostor", "lock", "stop"]
+    assert [b["kind"] for b in https.bodies()] == ["start", "state", "enrolment", "impostor",
+                                                   "lock", "stop"]
     assert https.bodies()[1]["state"] == "degraded" and https.bodies()[1]["severity"] == "warning"
-    assert len(audit.read()) == 7  # the audit log itself still has everything
+    assert https.bodies()[2]["reason"] == "forgotten"
+    assert len(audit.read()) == 8  # the audit log itself still has everything
     assert audit.path == tmp_path / "logs" / "audit.jsonl"
 
 

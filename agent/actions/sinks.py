@@ -78,6 +78,7 @@ SEVERITY_NAMES = ("emerg", "alert", "crit", "err", "warning", "notice", "info", 
 #: Severity by kind (``state`` to ``degraded`` is a warning; other kinds default to notice).
 SEVERITY = {"impostor": ALERT, "injection": ALERT, "tamper": ALERT, "lock_failed": CRIT,
             "alert": WARNING, "policy_error": WARNING, "store_error": WARNING,
+            "request_refused": WARNING, "enrolment": WARNING,
             "spool_overflow": WARNING, "lock": NOTICE, "start": NOTICE, "stop": NOTICE,
             "state": NOTICE, "heartbeat": INFO}
 
@@ -96,12 +97,16 @@ MESSAGES = {
     "stop": "Cadence agent stopped",
     "heartbeat": "Cadence agent heartbeat",
     "spool_overflow": "Alerts were dropped while the collector was unreachable",
+    "request_refused": "A request to delete the profile was refused while the session was held",
+    "enrolment": "The typing profile was deleted; the agent learns again",
 }
 
-#: Audit kinds that go to the SIEM (plus ``state`` changes to degraded or paused).
+#: Audit kinds that go to the SIEM (plus ``state`` changes to degraded or paused, and a profile
+#: deleted: someone at the keyboard could wipe it to be enrolled in its place).
 FORWARDED = frozenset({"impostor", "injection", "alert", "tamper", "lock", "lock_failed",
-                       "policy_error", "store_error", "start", "stop"})
+                       "policy_error", "store_error", "request_refused", "start", "stop"})
 FORWARDED_STATES = frozenset({"degraded", "paused"})
+FORWARDED_ENROLMENT = frozenset({"forgotten", "restart"})
 
 _RESERVED = ("kind", "host", "user", "version")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.:@+/-]")
@@ -123,7 +128,8 @@ HEC_EVENT_CODES = frozenset({5, 6, 12, 13})
 
 def forwarded(kind: str, fields: dict) -> bool:
     """Does this audit record go to the SIEM?"""
-    return kind in FORWARDED or (kind == "state" and fields.get("state") in FORWARDED_STATES)
+    return (kind in FORWARDED or (kind == "state" and fields.get("state") in FORWARDED_STATES)
+            or (kind == "enrolment" and fields.get("reason") in FORWARDED_ENROLMENT))
 
 
 def severity(kind: str, fields: dict) -> int:
