@@ -20,8 +20,9 @@ that scored clearly genuine adapt the profile (at most once per window's worth o
 nothing else ever does. Injected input the policy
 allows (remote desktop, password managers) is neither scored nor learned; a keystroke
 injection detection locks at once and discards the keys that follow it (with an observe-only
-policy: until a break of ``WINDOW_BREAK_S``) and the enrolment the payload may have begun in. While the session is locked, or held after a
-verdict, only the injection rule watches (:meth:`Pipeline._watch`).
+policy: until a break of ``WINDOW_BREAK_S``) and the enrolment the payload may have begun in.
+While the session is locked, or held after a verdict, only the injection rule watches
+(:meth:`Pipeline._watch`).
 """
 
 from __future__ import annotations
@@ -320,17 +321,21 @@ class Pipeline:
             back += ENROL_WINDOW
 
     def installed(self, profile: Profile) -> list:
-        """The shell trained (or loaded) a profile: start protecting with it."""
+        """The shell trained (or loaded) a profile: protect with it, once learning was what the
+        agent was doing (a lock, a pause, a degraded spell or a verdict's hold comes first)."""
         self.profile = profile
         self.training = False
         self.enrol_windows = []
         self.thresholds = self._thresholds(profile)
         self.trust = decision.reset()
-        self.state = "protecting"
+        if self.state == "learning":
+            self.state = "protecting"
+        elif self._before_pause == "learning":
+            self._before_pause = "protecting"
         self.mouse_actions = []
         self._clear_buffer()
         self._clear_mouse()
-        return [Save(profile), Audit("state", {"state": "protecting",
+        return [Save(profile), Audit("state", {"state": self.state,
                                                "windows": profile.keystroke.windows}),
                 Notify("Cadence is protecting this session",
                        "Your typing profile is ready; Cadence now watches for someone else.")]
@@ -520,8 +525,8 @@ class Pipeline:
         return []
 
     def _resumable(self) -> tuple[str, str | None]:
-        """The state (and reason) a pause or a degraded spell goes back to: locked and alert
-        are kept (the unlock, or the verdict's hold, is still to come); else the work."""
+        """The state (and reason) a degraded spell goes back to: locked and alert are kept (the
+        unlock, or the verdict's hold, is still to come); else the work."""
         if self.state in ("locked", "alert"):
             return self.state, self.reason
         return ("protecting" if self.profile else "learning"), None

@@ -428,3 +428,17 @@ def test_enrolment_that_never_passes_its_check_stays_bounded():
                   Event(t + 90 * MS, Kind.UP, KeyClass.SPACE, i)]
     run(pipeline, human)
     assert pipeline.quality is not None and len(pipeline.enrol_windows) == MAX_ENROL_WINDOWS
+
+
+def test_a_profile_ready_while_locked_protects_from_the_unlock_on(typists):
+    """Training ends while the user is away and the session locked: the lock screen's keys
+    are not scored, and protection starts at the unlock."""
+    policy = Policy(enrol_keystrokes=500)
+    pipeline = Pipeline(policy, None, cell_weights())
+    profile = train(run(pipeline, shifted(typists[0].sessions[:11])))
+    pipeline.session_locked(True)
+    (_, audit, _) = pipeline.installed(profile)
+    assert pipeline.state == "locked" and audit.fields["state"] == "locked"
+    run(pipeline, shifted(typists[1].sessions[:2], start_ns=10**13))
+    assert pipeline.last_score is None and pipeline.adaptations == 0
+    assert pipeline.session_locked(False)[0].fields["state"] == "protecting"
