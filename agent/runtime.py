@@ -404,13 +404,14 @@ class Agent:
     def _lock(self, reason: str) -> None:
         command = list(self.policy.locker_command) or None
         result = lock_session(command)
-        self.audit.record("lock", reason=reason, method=siem.safe_code(result.method),
-                          locked=result.locked, verified=bool(result.verified))
+        method = siem.safe_code(result.method)      # a locker's name, fit for the audit rules
+        self.audit.record("lock", reason=reason, method=method, locked=result.locked,
+                          verified=bool(result.verified))
         if result.locked:
             self._execute(self.pipeline.session_locked(True))
         else:
             log.error("could not lock the session: %s", result.detail)
-            self._execute(self.pipeline.lock_failed(result.method))
+            self._execute(self.pipeline.lock_failed(method))
 
     def _train(self, job: Train, pipeline: Pipeline) -> None:
         try:
