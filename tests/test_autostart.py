@@ -222,6 +222,8 @@ def test_task_xml_is_a_logon_task_for_every_user():
     assert root.find("t:Triggers/t:LogonTrigger", ns) is not None
     assert root.find("t:Principals/t:Principal/t:GroupId", ns).text == "S-1-5-32-545"  # Users
     assert root.find("t:Principals/t:Principal/t:RunLevel", ns).text == "LeastPrivilege"
+    # one instance per signed-in user: IgnoreNew would skip the second user on a terminal server
+    assert root.find("t:Settings/t:MultipleInstancesPolicy", ns).text == "Parallel"
     assert root.find("t:Actions/t:Exec/t:Command", ns).text == \
         r"C:\Program Files\Cadence\cadencew.exe"
     assert root.find("t:Actions/t:Exec/t:Arguments", ns).text == "run"

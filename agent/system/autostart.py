@@ -242,7 +242,9 @@ def run_value(argv: list[str]) -> str:
 
 
 def task_xml(argv: list[str]) -> str:
-    """A Task Scheduler task starting ``argv`` at every user's logon, as that user, unelevated."""
+    """A Task Scheduler task starting ``argv`` at every user's logon, as that user, unelevated.
+    Instances run in parallel: one runs per signed-in user (a terminal server, a switched user),
+    and the agent's own instance lock keeps it to one per session."""
     args = subprocess.list2cmdline(argv[1:])
     return f"""<?xml version="1.0" encoding="UTF-16"?>
 <Task version="1.2" xmlns="http://schemas.microsoft.com/windows/2004/02/mit/task">
@@ -255,7 +257,7 @@ def task_xml(argv: list[str]) -> str:
     </Principal>
   </Principals>
   <Settings>
-    <MultipleInstancesPolicy>IgnoreNew</MultipleInstancesPolicy>
+    <MultipleInstancesPolicy>Parallel</MultipleInstancesPolicy>
     <DisallowStartIfOnBatteries>false</DisallowStartIfOnBatteries>
     <StopIfGoingOnBatteries>false</StopIfGoingOnBatteries>
     <ExecutionTimeLimit>PT0S</ExecutionTimeLimit>
