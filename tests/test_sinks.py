@@ -452,6 +452,29 @@ def test_heartbeat_on_its_interval_at_info_severity(rsyslog_plain, tmp_path):
     assert params["state"] == "protecting" and params["interval_s"] == "60"
 
 
+def test_no_heartbeat_waits_for_a_collector_that_is_down(https, tmp_path, certs):
+    """A heartbeat says the agent is alive now: one kept while the collector is down would only
+    take an alert's place in the bounded spool."""
+    https.stop()
+    sinks = sinks_of({"type": "webhook", "name": "hook", "url": https.url("/in"),
+                      "ca_file": str(certs["ca"])})
+    d = dispatcher(sinks, tmp_path / "spool")
+    try:
+        d.submit("impostor", {"verdict": "impostor"})
+        assert wait_for(lambda: d.status()[0]["failing"])
+        for _ in range(5):
+            d.heartbeat({"state": "protecting"})
+        time.sleep(0.2)
+        assert d.status()[0]["spooled"] == 1
+        https.start()
+        assert wait_for(lambda: d.status()[0]["spooled"] == 0 and not d.status()[0]["failing"])
+        d.heartbeat({"state": "protecting"})
+        assert wait_for(lambda: len(https.requests) == 2)
+    finally:
+        d.stop(2)
+    assert [b["kind"] for b in https.bodies()] == ["impostor", "heartbeat"]
+
+
 def test_sd_param_values_are_escaped():
     assert siem.sd_escape('a"b\\c]d') == 'a\\"b\\\\c\\]d'
     event = siem.make_event("state", {"state": "degraded", "reason": "wayland"}, host=HOST,

@@ -642,8 +642,9 @@ class SinkDispatcher:
             log.exception("sink: cannot build an event")
             return False
         for channel in self.channels:
-            channel.offer(event)
-        return True
+            if kind != "heartbeat" or not channel.failing:
+                channel.offer(event)   # a heartbeat kept for a collector that is down would
+        return True                    # only push alerts out of its bounded spool
 
     def heartbeat(self, status_fields: dict | None = None) -> bool:
         fields = dict(status_fields or {})
