@@ -106,6 +106,7 @@ class Agent:
         self._hook_events_at = self._hooks_started_at = time.monotonic()
         self._hooks_tried_at = 0.0
         self._hook_problem: str | None = None
+        self._allowed_keys_seen = 0
         self._key_unavailable = False
         self._last_key_retry = 0.0
 
@@ -288,6 +289,9 @@ class Agent:
         if self._hook_problem in ("wayland", "no-display"):
             return
         problem = None
+        if self.source.allowed_keys != self._allowed_keys_seen:   # an allowed keyboard typed:
+            self._allowed_keys_seen = self.source.allowed_keys   # the hooks hear, and pass it
+            self._hook_events_at = now
         silent = now - self._hook_events_at > SILENT_HOOK_S
         if not self.source.alive():
             if self._hook_problem != "hook-failed":
@@ -336,7 +340,13 @@ class Agent:
         self._last_lock_check = now
         locked = session.screen_locked()
         if locked is not None:
-            self._execute(self.pipeline.session_locked(locked))
+            self._session_locked(locked)
+
+    def _session_locked(self, locked: bool) -> None:
+        effects = self.pipeline.session_locked(locked)
+        if effects:                         # locked or unlocked now: held keys are stale
+            self.source.forget_held_keys()
+        self._execute(effects)
 
     def _requests(self) -> None:
         for name in REQUESTS:
@@ -351,7 +361,10 @@ class Agent:
         if name == "pause":
             if self.policy.allow_pause:
                 self._pause_until = time.monotonic() + 60 * self.policy.pause_minutes
-                self._execute(p.pause())
+                paused = p.pause()
+                if paused:
+                    self.source.forget_held_keys()
+                self._execute(paused)
         elif name == "resume":
             self._execute(p.resume())
         elif name in ("enroll-restart", "forget") and p.holding():
@@ -408,7 +421,7 @@ class Agent:
         self.audit.record("lock", reason=reason, method=method, locked=result.locked,
                           verified=bool(result.verified))
         if result.locked:
-            self._execute(self.pipeline.session_locked(True))
+            self._session_locked(True)
         else:
             log.error("could not lock the session: %s", result.detail)
             self._execute(self.pipeline.lock_failed(method))

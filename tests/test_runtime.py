@@ -90,3 +90,33 @@ def test_an_effect_that_fails_does_not_stop_the_lock_after_it(tmp_path, monkeypa
     agent._execute([Audit("impostor", {"note": "refused by the audit rules"}), Lock("impostor")])
     assert kinds(agent)[-2:] == ["lock", "lock_failed"]     # the lock was tried, and said so
     assert (agent.pipeline.state, agent.pipeline.reason) == ("alert", "lock-failed")
+
+
+def test_keys_held_at_a_lock_are_forgotten(tmp_path):
+    """Win+L's releases go to the secure desktop: left held, the next L would read as
+    auto-repeat (and the key's identity would stay in memory). A lock or unlock forgets them."""
+    from agent.events import KeyClass
+    agent = agent_here(tmp_path)
+    source = agent.source
+    source.key_down(1, ("name", "cmd"), KeyClass.MODIFIER, False, 0)
+    source.key_down(2, ("char", "l"), KeyClass.LEFT_LETTER, False, 0)
+    agent._session_locked(True)
+    assert not source._tracker._held and not source._tracker._anonymous
+    source.key_down(3, ("char", "l"), KeyClass.LEFT_LETTER, False, 0)
+    *_, last = [source.queue.get_nowait() for _ in range(source.queue.qsize())]
+    assert last.repeat is False
+
+
+def test_an_allowed_keyboard_typing_is_input_the_hooks_heard(tmp_path, monkeypatch):
+    """An allowed keyboard's keys (a YubiKey) are passed over, not queued; the OS still saw
+    input. That is not a silent hook to restart."""
+    import time
+    from types import SimpleNamespace
+    agent = agent_here(tmp_path)
+    monkeypatch.setattr(agent.source, "alive", lambda: True)
+    now = time.monotonic()
+    agent._hook_events_at = now - 100
+    agent._unheard_input_at = now - 2            # the X server saw a key the queue did not
+    agent.source._keyboard = SimpleNamespace(allowed_keys=3)
+    agent._watchdog(now)
+    assert agent._hook_problem is None and agent.pipeline.state == "learning"

@@ -194,6 +194,7 @@ def windows_keyboards() -> set[int]:
         _fields_ = [("hDevice", wintypes.HANDLE), ("dwType", wintypes.DWORD)]
 
     user32 = ctypes.WinDLL("user32", use_last_error=True)
+    user32.GetRawInputDeviceList.restype = wintypes.UINT   # (UINT)-1 on failure, not int -1
     size = ctypes.sizeof(RawInputDeviceList)
     count = wintypes.UINT(0)
     if user32.GetRawInputDeviceList(None, ctypes.byref(count), size) == 0xFFFFFFFF:

@@ -210,6 +210,12 @@ class LiveSource:
         listeners = [x for x in (self._keyboard, self._mouse) if x is not None]
         return bool(listeners) and all(x.is_alive() for x in listeners)
 
+    def forget_held_keys(self) -> None:
+        """Forget the keys held now (at a lock, an unlock or a pause): their releases may never
+        come (Win+L's, Ctrl+Alt+Del's go to the secure desktop), and a key left held would
+        make the next press of it look like auto-repeat."""
+        self._tracker.reset()
+
     def stop(self) -> None:
         with self._lock:
             self._stop_listeners()
