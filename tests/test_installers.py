@@ -126,6 +126,7 @@ def test_machine_desktop_entry():
     entry = _desktop(INSTALLERS / "linux" / "cadence.desktop")
     assert entry["Type"] == "Application" and entry["Exec"] == "/usr/bin/cadence run"
     assert entry["X-GNOME-Autostart-enabled"] == "true" and "Hidden" not in entry
+    assert entry["TryExec"] == "/usr/bin/cadence"   # after apt remove (conffile kept): skipped
     generated = autostart.desktop_entry(["/usr/bin/cadence", "run"])
     assert (INSTALLERS / "linux" / "cadence.desktop").read_text() == generated
 

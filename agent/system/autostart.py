@@ -76,12 +76,16 @@ def _exec_arg(arg: str) -> str:
 
 
 def desktop_entry(argv: list[str], *, hidden: bool = False) -> str:
-    """The text of ``cadence.desktop`` starting ``argv``; ``hidden`` makes it an opt-out."""
+    """The text of ``cadence.desktop`` starting ``argv``; ``hidden`` makes it an opt-out. With
+    ``TryExec`` the session skips the entry once the program is gone (a package removed, its
+    conffile kept)."""
     lines = ["[Desktop Entry]", "Type=Application", f"Name={NAME}",
              "GenericName=Behavioural authentication", f"Comment={COMMENT}",
              "Exec=" + " ".join(_exec_arg(a) for a in argv), "Terminal=false",
              "Categories=Security;System;", "StartupNotify=false",
              f"X-GNOME-Autostart-enabled={'false' if hidden else 'true'}"]
+    if Path(argv[0]).is_absolute():
+        lines.insert(6, "TryExec=" + argv[0].replace("\\", "\\\\"))   # a string value
     if hidden:
         lines.append("Hidden=true")
     return "\n".join(lines) + "\n"
