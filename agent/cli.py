@@ -121,6 +121,7 @@ def cmd_run(args) -> int:
     if tray is not None:
         tray.actions.update({
             "pause": lambda: _request(paths, "pause"),
+            "resume": lambda: _request(paths, "resume"),
             "status": lambda: agent._notify("Cadence status", _status_text(agent.status())),
             "open_log": lambda: _open(paths.audit),
             "about": lambda: agent._notify("About Cadence", f"Cadence {__version__}: "

@@ -489,9 +489,9 @@ class Pipeline:
                        "Configure a screen locker (see cadence doctor).")]
 
     def pause(self) -> list:
-        """The user pauses protection (the tray, ``cadence pause``), if the policy allows it:
-        not out of a state the agent did not choose (locked, degraded, in error) nor while a
-        verdict holds (an impostor could pause and resume it away)."""
+        """The user pauses protection from the tray, if the policy allows it (the same line
+        resumes it): not out of a state the agent did not choose (locked, degraded, in error)
+        nor while a verdict holds (an impostor could pause and resume it away)."""
         if not self.policy.allow_pause or self.state in ("paused", "locked", "degraded", "error") \
                 or self.holding():
             return []

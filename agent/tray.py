@@ -93,8 +93,11 @@ class Tray:
         if managed:
             items.append(pystray.MenuItem("Set by your organisation: " + ", ".join(managed),
                                           None, enabled=False))
-        if allow_pause:
-            items.append(pystray.MenuItem("Pause protection", self._do("pause")))
+        if allow_pause:   # while paused the same line ends the pause
+            items.append(pystray.MenuItem(
+                lambda _: "Resume protection" if self._paused() else "Pause protection",
+                lambda icon=None, item=None: self._do(
+                    "resume" if self._paused() else "pause")(icon, item)))
         if login_item is not None:
             items.append(pystray.MenuItem("Start at login", self._do("autostart"),
                                           checked=lambda _: login_item()))
@@ -112,6 +115,9 @@ class Tray:
             if action is not None:
                 action()
         return handler
+
+    def _paused(self) -> bool:
+        return self._status.get("state") == "paused"
 
     def show(self, status: dict) -> None:
         """Show this status (any thread; never waits for the desktop). Before the icon runs it

@@ -49,6 +49,12 @@ def test_menu_entries_run_their_actions_and_the_login_item_shows_its_state():
     items["Start at login"](tray.icon)
     items["Pause protection"](tray.icon)
     assert calls == ["autostart", "pause"] and items["Start at login"].checked is True
+    tray.actions["resume"] = lambda: calls.append("resume")
+    tray.show({"state": "paused"})                 # paused: the same line ends the pause
+    (line,) = [item for item in tray.icon.menu.items if "protection" in item.text]
+    assert line.text == "Resume protection"
+    line(tray.icon)
+    assert calls[-1] == "resume"
 
 
 def test_show_updates_picture_and_title():
