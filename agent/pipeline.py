@@ -77,6 +77,8 @@ REASONS = {
     "injection": "keystroke injection detected (typing no person makes)",
     "lock-failed": "Cadence could not lock the session; configure a screen locker "
                    "(see cadence doctor)",
+    "worker-exception": "the agent fails on its input again and again (see its log); it keeps "
+                        "trying",
 }
 
 

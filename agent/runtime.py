@@ -53,6 +53,7 @@ KEY_RETRY_S = 10.0
 SIGNAL_POLL_S = 10.0      # the no-tray main thread's wait: see Agent.wait_stopped
 PRUNE_EVERY_S = 86400.0
 REQUESTS = ("enroll-restart", "forget", "pause", "resume")
+WORKER_FAILURES_ERROR = 3  # worker steps failing in a row that show the agent in error
 
 
 def tick_interval(quiet_s: float, state: str) -> float:
@@ -107,6 +108,7 @@ class Agent:
         self._hooks_tried_at = 0.0
         self._hook_problem: str | None = None
         self._allowed_keys_seen = 0
+        self._worker_failures = 0       # worker steps that raised, in a row
         self._key_unavailable = False
         self._last_key_retry = 0.0
 
@@ -218,20 +220,32 @@ class Agent:
                     batch.append(self.source.queue.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                if batch:
-                    self._hook_events_at = time.monotonic()
-                    for event in batch:
-                        self._execute(self.pipeline.feed(event))
-                now = time.monotonic()
-                if now - last_tick >= tick:
-                    last_tick = now
-                    self._tick(now)
-            except Exception:  # noqa: BLE001 - keep protecting; say so
-                log.exception("pipeline worker error")
-                self.audit.record("error", state="error", reason="worker-exception")
+            now = time.monotonic()
+            tick_due = now - last_tick >= tick
+            if tick_due:
+                last_tick = now
+            self._step(batch, now if tick_due else None)
             if batch:
                 self.stopping.wait(BATCH_S)
+
+    def _step(self, batch: list, tick_at: float | None) -> None:
+        """Feed a batch (and tick, if due). An exception is logged and audited, and the worker
+        goes on; ``WORKER_FAILURES_ERROR`` of them in a row show the agent in ``error`` until a
+        step succeeds (the tray must not stay green over an agent that fails on its input)."""
+        try:
+            if batch:
+                self._hook_events_at = time.monotonic()
+                for event in batch:
+                    self._execute(self.pipeline.feed(event))
+            if tick_at is not None:
+                self._tick(tick_at)
+            self._worker_failures = 0
+        except Exception:  # noqa: BLE001 - keep protecting; say so
+            self._worker_failures += 1
+            log.exception("pipeline worker error")
+            self.audit.record("error", state="error", reason="worker-exception")
+            if self._worker_failures == WORKER_FAILURES_ERROR:
+                self._publish(force=True)
 
     def _tick(self, now: float) -> None:
         self._take_training()
@@ -447,6 +461,9 @@ class Agent:
     # -- status ------------------------------------------------------------------------------------
     def status(self) -> dict:
         out = dict(self.pipeline.status()) if self.pipeline else {"state": "starting"}
+        if self._worker_failures >= WORKER_FAILURES_ERROR:
+            out.update(state="error", reason="worker-exception",
+                       detail=REASONS["worker-exception"])
         try:
             protection, note = self.store.key_protection, self.store.key_protection_note
         except StoreError as exc:

@@ -120,3 +120,24 @@ def test_an_allowed_keyboard_typing_is_input_the_hooks_heard(tmp_path, monkeypat
     agent.source._keyboard = SimpleNamespace(allowed_keys=3)
     agent._watchdog(now)
     assert agent._hook_problem is None and agent.pipeline.state == "learning"
+
+
+def test_a_worker_that_keeps_failing_shows_error_until_a_step_succeeds(tmp_path, monkeypatch):
+    from agent.events import Event, KeyClass, Kind
+    from agent.runtime import WORKER_FAILURES_ERROR
+    agent = agent_here(tmp_path)
+    key = Event(1, Kind.DOWN, KeyClass.SPACE, 0)
+    real_feed = agent.pipeline.feed
+
+    def broken(event):
+        raise RuntimeError("a bug")
+    monkeypatch.setattr(agent.pipeline, "feed", broken)
+    for n in range(WORKER_FAILURES_ERROR):
+        assert agent.status()["state"] == "learning"     # one failure is not yet a state
+        agent._step([key], None)
+    status = agent.status()
+    assert status["state"] == "error" and status["reason"] == "worker-exception"
+    assert kinds(agent).count("error") == WORKER_FAILURES_ERROR
+    monkeypatch.setattr(agent.pipeline, "feed", real_feed)
+    agent._step([key._replace(t_ns=2)], None)
+    assert agent.status()["state"] == "learning"
