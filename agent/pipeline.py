@@ -5,7 +5,8 @@
 same pipeline runs live and over recordings, deterministically.
 
 States: ``learning`` (n%) -> ``protecting`` -> ``alert`` / ``locked``; ``paused``;
-``degraded`` and ``error`` are set by the shell (no input, no keyring, ...).
+``degraded`` is set by the shell (no input, no keyring, ...); ``error`` is the shell's own
+(its worker failing, :mod:`agent.runtime`), never a pipeline state.
 
 Learning: keystrokes are cut into enrolment windows of ``ENROL_WINDOW`` keys (about one typed
 sentence; windows broken by a pause of more than ``WINDOW_BREAK_S`` are dropped if short).
@@ -188,7 +189,7 @@ class Pipeline:
 
     # -- input ----------------------------------------------------------------------------------
     def feed(self, event: Event) -> list:
-        if self.state in ("paused", "degraded", "error"):
+        if self.state in ("paused", "degraded"):
             return []
         if event.injected and self.policy.injection_allow_software:
             return []  # OS-flagged automation the policy allows: not the user's input
@@ -492,9 +493,9 @@ class Pipeline:
 
     def pause(self) -> list:
         """The user pauses protection from the tray, if the policy allows it (the same line
-        resumes it): not out of a state the agent did not choose (locked, degraded, in error)
+        resumes it): not out of a state the agent did not choose (locked, degraded)
         nor while a verdict holds (an impostor could pause and resume it away)."""
-        if not self.policy.allow_pause or self.state in ("paused", "locked", "degraded", "error") \
+        if not self.policy.allow_pause or self.state in ("paused", "locked", "degraded") \
                 or self.holding():
             return []
         self._before_pause, self._reason_before = ("protecting" if self.profile

@@ -217,8 +217,8 @@ def test_repeated_pauses_buy_no_more_than_the_catch_up_budget():
 def test_the_catch_up_budget_renews_as_keys_go_by():
     """Stalls spread over a day (each under the budget within any 1,000 key-downs) are each
     explained."""
-    events, t, first = paced(), T0, 1000
-    for b in range(6):
+    events, first = paced(), 1000
+    for _ in range(6):
         stall = typing([2000.0] + [4.0] * 20, [3.0] * 21, t0=after_down(events, 0),
                        first_id=first)
         tail = paced(600)
