@@ -22,8 +22,9 @@ nothing else ever does. Injected input the policy
 allows (remote desktop, password managers) is neither scored nor learned; a keystroke
 injection detection locks at once and discards the keys that follow it (with an observe-only
 policy: until a break of ``WINDOW_BREAK_S``) and the enrolment the payload may have begun in.
-While the session is locked, or held after a verdict, only the injection rule watches
-(:meth:`Pipeline._watch`).
+While the session is locked, protection is paused or degraded, or a verdict holds, only the
+injection rule watches (:meth:`Pipeline._watch`): it acts on an injector then as at any time
+(at the lock screen it can only alert).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ MAX_MOUSE_ACTIONS = 4000   # enrolment actions kept (bounded memory)
 # Balabit) is far below typing's over 200 keys, so it takes several odd windows to lock.
 MOUSE_MAX_DROP = 20.0
 MOUSE_MAX_RISE = 10.0
+WATCHING = ("locked", "paused", "degraded")  # only the injection rule sees keys (Pipeline._watch)
 ADAPT_MASS = 4  # adapted profile holds at most ~2x the enrolment's timings
 # A payload's keys the injection rule may take before it fires: its longest window (32 key-downs,
 # chords) after what the catch-up can excuse in a row (24). Enrolment cut within this many
@@ -189,8 +191,6 @@ class Pipeline:
 
     # -- input ----------------------------------------------------------------------------------
     def feed(self, event: Event) -> list:
-        if self.state in ("paused", "degraded"):
-            return []
         if event.injected and self.policy.injection_allow_software:
             return []  # OS-flagged automation the policy allows: not the user's input
         if event.kind in ARRIVALS:
@@ -199,7 +199,7 @@ class Pipeline:
                 return []
             locked = self.state == "locked"
             return [Audit("keyboard_attached", {"while_locked": True} if locked else {})]
-        if self.state == "locked" or self.holding():
+        if self.state in WATCHING or self.holding():
             return self._watch(event)
         if not event.is_key:
             return self._mouse(event)
@@ -219,11 +219,14 @@ class Pipeline:
         return self._protect()
 
     def _watch(self, event: Event) -> list:
-        """Locked, or held after a verdict: nothing is learned or scored, but the injection
-        rule still watches. An injector typing at the lock screen (guessing the password) or
-        typing on after its verdict is reported once per lock or hold, the detections after
-        that counted into the unlock's audit entry. An observe-only injection verdict holds
-        until a break in the typing of ``WINDOW_BREAK_S``, and each detection is audited."""
+        """Locked, paused, degraded, or held after a verdict: nothing is learned or scored, but
+        the injection rule still watches. An injector typing at the lock screen (guessing the
+        password) or typing on after its verdict is reported once per lock or hold, the
+        detections after that counted into the unlock's audit entry. One typing while the
+        user paused protection, or while the agent is degraded with its hooks still hearing
+        keys (a keyring locked), gets the injection's own action: a pause is no way round it.
+        An observe-only injection verdict holds until a break in the typing of
+        ``WINDOW_BREAK_S``, and each detection is audited."""
         if not event.is_key:
             return []
         if event.kind == Kind.DOWN and not event.repeat:
@@ -239,7 +242,7 @@ class Pipeline:
         if self._reported:
             self._injections_unreported += 1
             return []
-        if self.state != "locked":     # held after a verdict: the injection's own action
+        if self.state != "locked":     # the injection's own action
             return self._injection(detection)
         self._reported = True
         self.last_verdict = "injection"
@@ -439,7 +442,7 @@ class Pipeline:
         return effects
 
     def _injection(self, detection) -> list:
-        if self.profile is None and not self.training:
+        if self.state == "learning" and not self.training:
             self._unlearn_recent()
         self._clear_buffer()
         action = self.policy.injection_action
@@ -448,7 +451,14 @@ class Pipeline:
         self._reported = action != "observe"
         self.trust = decision.with_verdict(self.trust, decision.Verdict.INJECTION)
         self.last_verdict = "injection"
-        return self._act(action, "injection", injection_fields(detection), INJECTION_MESSAGE)
+        if self.state != "degraded":   # a pause ends in the verdict's state
+            return self._act(action, "injection", injection_fields(detection), INJECTION_MESSAGE)
+        degraded = self.reason             # degraded stays: the verdict is what it goes back to
+        effects = self._act(action, "injection", injection_fields(detection), INJECTION_MESSAGE)
+        if self.state == "alert":
+            self._before_pause, self._reason_before = self.state, self.reason
+            self.state, self.reason = "degraded", degraded
+        return effects
 
     # -- from the shell ---------------------------------------------------------------------------
     def session_locked(self, locked: bool) -> list:
@@ -485,8 +495,10 @@ class Pipeline:
         return {"injections_unreported": unreported} if unreported else {}
 
     def lock_failed(self, method: str) -> list:
-        self.state = "alert"
-        self.reason = "lock-failed"
+        if self.state == "degraded":       # it stays so; the alert is what it goes back to
+            self._before_pause, self._reason_before = "alert", "lock-failed"
+        else:
+            self.state, self.reason = "alert", "lock-failed"
         return [Audit("lock_failed", {"method": method}),
                 Notify("Cadence could not lock this session",
                        "Configure a screen locker (see cadence doctor).")]
@@ -508,8 +520,9 @@ class Pipeline:
     def resume(self) -> list:
         if self.state != "paused":
             return []
-        self.state = self._before_pause
-        self.last_verdict, self.reason = "ok", None
+        self.state, self.reason = self._before_pause, None
+        if not self.holding():             # an injection observed while paused still holds
+            self.last_verdict = "ok"
         self.trust = decision.reset()
         return [Audit("state", {"state": self.state})]
 

@@ -271,6 +271,32 @@ def test_keystroke_injection_is_caught_and_locked(scenario, name, gaps):
     assert wait_for(lambda: agent.status().get("state") != "locked", 15), story(agent)
 
 
+def test_a_paused_agent_still_locks_an_injector(scenario):
+    """Protection paused from the tray (its request file, as the tray writes it), by the user
+    or by someone at a session left unlocked: a USB injector typing then is still locked out
+    on its 5th key, its keys not learned, and the pause is over."""
+    agent, typer = scenario["agent"], scenario["typer"]
+    from Xlib import X
+    assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
+                    15), story(agent)
+    requests = scenario["home"] / "run" / "requests"
+    requests.mkdir(parents=True, exist_ok=True)
+    (requests / "pause").touch()
+    assert wait_for(lambda: agent.status().get("state") == "paused", 15), story(agent)
+    before = len(injection_entries(agent))
+    learned = agent.status()["enrol_keystrokes"]
+    typer.replay_server_timed(payload(lambda rng, n: np.full(n, 5.0), hold_ms=3.0, keys=40))
+    assert wait_for(lambda: len(injection_entries(agent)) > before, 10), story(agent)
+    entry = injection_entries(agent)[-1]
+    assert entry["action"] == "lock" and entry["keys_observed"] <= 14, story(agent)
+    assert wait_for(lambda: x_keyboard_grab_status(scenario["display"]) == X.AlreadyGrabbed,
+                    10), story(agent)
+    assert agent.status()["enrol_keystrokes"] == learned
+    subprocess.run(["pkill", "-KILL", "-x", "i3lock"], check=False)
+    assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
+                    15), story(agent)                      # not back to paused
+
+
 def test_an_injector_at_the_lock_screen_is_reported_without_a_lock(scenario):
     """The user locks the session (i3lock, started as a user would) and walks away; a USB
     injector then types at the lock screen. The X hooks still see its keys: one `injection`

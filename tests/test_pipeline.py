@@ -238,6 +238,61 @@ def test_an_injection_after_an_impostor_alert_takes_the_injection_action():
     assert pipeline.last_verdict == "injection"
 
 
+def test_a_pause_is_no_way_round_the_injection_rule(typists):
+    """Whoever paused protection (the user, or someone at a session left unlocked) then plugs
+    in an injector: the injection rule still watches and locks; the pause is over. People
+    typing while paused are neither flagged, learned nor scored."""
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    assert [e.kind for e in pipeline.pause()] == ["state"]
+    for person in typists:
+        assert run(pipeline, shifted(person.sessions[:3], start_ns=10**13)) == []
+    assert pipeline.state == "paused" and pipeline.enrol_keys == 0 \
+        and pipeline._keys_in_buffer == 0
+    assert pipeline.feed(Event(10**14, Kind.ATTACH)) == [Audit("keyboard_attached", {})]
+    payload = _payload(10**14 + 900 * MS)
+    effects = _until_injection(pipeline, payload[:9])             # on its 5th key-down
+    (audit,) = [e for e in effects if isinstance(e, Audit)]
+    assert audit.kind == "injection" and audit.fields["action"] == "lock"
+    assert [e.reason for e in effects if isinstance(e, Lock)] == ["injection"]
+    assert pipeline.state == "alert" and pipeline.holding()
+    assert pipeline.resume() == [] and pipeline.pause() == []   # held until the unlock
+
+
+def test_an_injection_observed_while_paused_still_holds_after_the_resume():
+    pipeline = Pipeline(Policy(injection_action="observe"), None, cell_weights())
+    pipeline.pause()
+    effects = _until_injection(pipeline, _payload(900 * MS))
+    assert [(e.kind, e.fields["action"]) for e in effects] == [("injection", "observe")]
+    assert pipeline.state == "paused"
+    assert [e.fields["state"] for e in pipeline.resume()] == ["learning"]
+    assert pipeline.holding()
+    more = run(pipeline, _payload(2_000 * MS, n=60))            # each detection audited
+    assert more and {(e.kind, e.fields["action"]) for e in more} == {("injection", "observe")}
+    assert pipeline.enrol_keys == 0 and pipeline._keys_in_buffer == 0
+
+
+def test_an_injector_typing_while_the_keyring_is_locked_is_locked_out_and_held():
+    """Degraded with its hooks still hearing keys (a keyring not unlocked yet): the injection
+    rule watches and acts. The agent stays degraded; the verdict is what it goes back to."""
+    pipeline = Pipeline(Policy(injection_action="alert"), None, cell_weights())
+    pipeline.degrade("keyring-locked")
+    effects = _until_injection(pipeline, _payload(900 * MS))
+    assert [e.kind for e in effects if isinstance(e, Audit)] == ["injection"]
+    assert any(isinstance(e, Notify) for e in effects)
+    assert (pipeline.state, pipeline.reason) == ("degraded", "keyring-locked")
+    assert pipeline.degrade(None) == [Audit("state", {"state": "alert"})]
+    assert pipeline.reason == "injection" and pipeline.holding()
+    locking = Pipeline(Policy(), None, cell_weights())
+    locking.degrade("keyring-locked")
+    assert any(isinstance(e, Lock) for e in _until_injection(locking, _payload(900 * MS)))
+    assert locking.state == "degraded"
+    assert [e.kind for e in locking.lock_failed("loginctl") if isinstance(e, Audit)] \
+        == ["lock_failed"]
+    assert (locking.state, locking.reason) == ("degraded", "keyring-locked")
+    locking.degrade(None)
+    assert (locking.state, locking.reason) == ("alert", "lock-failed") and locking.holding()
+
+
 def test_pause_is_refused_when_policy_forbids():
     pipeline = Pipeline(Policy(allow_pause=False), None, cell_weights())
     assert pipeline.pause() == [] and pipeline.state == "learning"
