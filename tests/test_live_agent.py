@@ -297,6 +297,38 @@ def test_a_paused_agent_still_locks_an_injector(scenario):
                     15), story(agent)                      # not back to paused
 
 
+def test_a_fullscreen_remote_desktop_client_is_not_taken_for_a_lock(scenario):
+    """A remote-desktop client or VM viewer in fullscreen holds the keyboard grab (not the
+    pointer) all day: the agent's lock checks, which run once input stops, must not read that
+    as a locked session, or nothing the user types into it would be scored."""
+    from agent.runtime import LOCK_CHECK_S
+    from Xlib import X, display as xdisplay
+    agent = scenario["agent"]
+    assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
+                    15), story(agent)
+    entries = len(agent.audit())
+    d = xdisplay.Display(scenario["display"])
+    viewer = d.screen().root.create_window(0, 0, 1280, 800, 0, d.screen().root_depth)
+    viewer.map()
+    d.sync()
+    try:
+        assert viewer.grab_keyboard(True, X.GrabModeAsync, X.GrabModeAsync,
+                                    X.CurrentTime) == X.GrabSuccess
+        d.sync()
+        # the user types into the viewer (its keys go there; the hooks hear them), then stops:
+        # the lock checks come LOCK_CHECK_S and twice that after the last key
+        scenario["typer"].replay_server_timed(
+            payload(lambda rng, n: rng.uniform(150, 300, n), hold_ms=90.0, keys=8))
+        time.sleep(2 * LOCK_CHECK_S + 4)
+        assert agent.status()["state"] in ("learning", "protecting"), story(agent)
+        assert not [e for e in agent.audit()[entries:] if e.get("state") == "locked"]
+    finally:
+        d.ungrab_keyboard(X.CurrentTime)
+        viewer.destroy()
+        d.sync()
+        d.close()
+
+
 def test_an_injector_at_the_lock_screen_is_reported_without_a_lock(scenario):
     """The user locks the session (i3lock, started as a user would) and walks away; a USB
     injector then types at the lock screen. The X hooks still see its keys: one `injection`

@@ -299,6 +299,42 @@ def test_unlocked_screen_reads_unlocked(x, xvfb):
 
 
 @needs_xvfb
+def test_an_application_grabbing_the_keyboard_alone_is_not_a_lock(x, xvfb, monkeypatch):
+    """A remote-desktop client or VM viewer in fullscreen grabs the keyboard (so that Alt+Tab
+    reaches the remote machine) and leaves the pointer free: its user is at work, typing to be
+    scored, not locked out. What logind says still counts. A client holding both grabs reads
+    as a locker (every locker takes both)."""
+    from Xlib import X, display as xdisplay
+
+    d = xdisplay.Display(xvfb)
+    root = d.screen().root
+    viewer = root.create_window(0, 0, 1280, 800, 0, d.screen().root_depth)
+    viewer.map()
+    d.sync()
+    try:
+        assert viewer.grab_keyboard(True, X.GrabModeAsync, X.GrabModeAsync,
+                                    X.CurrentTime) == X.GrabSuccess
+        d.sync()
+        assert session.x_grabs() == "keyboard" and session.x_keyboard_grabbed() is True
+        assert session.screen_locked() is False
+        monkeypatch.setattr(session, "_logind_locked_hint", lambda: True)  # no logind here
+        assert session.screen_locked() is True
+        monkeypatch.setattr(session, "_logind_locked_hint", lambda: None)
+        # the check's own pointer grab was let go: the viewer can take the pointer now
+        assert viewer.grab_pointer(True, 0, X.GrabModeAsync, X.GrabModeAsync, X.NONE, X.NONE,
+                                   X.CurrentTime) == X.GrabSuccess
+        d.sync()
+        assert session.x_grabs() == "both" and session.screen_locked() is True
+    finally:
+        d.ungrab_pointer(X.CurrentTime)
+        d.ungrab_keyboard(X.CurrentTime)
+        viewer.destroy()
+        d.sync()
+        d.close()
+    assert wait_for(lambda: session.screen_locked() is False, 5)
+
+
+@needs_xvfb
 def test_screensaver_blank_is_not_a_lock(x, xvfb):
     from Xlib import X, display as xdisplay
 

@@ -8,15 +8,22 @@ of their own, over one kept connection, and the caller waits for them with a dea
 
 Linux/X11
     idle time: the MIT-SCREEN-SAVER extension's ``QueryInfo`` (milliseconds since the last input
-    the server saw, from any client or device). Locked: a screen locker holds an active keyboard
-    grab, so our own ``XGrabKeyboard`` on the root window returns ``AlreadyGrabbed`` (or
-    ``GrabFrozen``); when our grab succeeds we release it at once. The X server's own screen
+    the server saw, from any client or device). Locked: a screen locker holds active grabs of
+    both the keyboard and the pointer (i3lock, xsecurelock, xscreensaver, slock, light-locker,
+    the GNOME, KDE, Cinnamon, MATE and Xfce lockers all take both), so our own
+    ``XGrabKeyboard`` on the root window returns ``AlreadyGrabbed`` (or ``GrabFrozen``), and so
+    does ``XGrabPointer``; when our grab succeeds we release it at once. The pointer is tried
+    only while the keyboard is held by someone else (an idle desktop never sees our pointer
+    grab). A keyboard grab alone is an application's: a remote-desktop client or VM viewer in
+    fullscreen takes the keyboard so that Alt+Tab reaches the remote machine, and leaves the
+    pointer free; that reads as unlocked (the typing into it is the user's, and scored) unless
+    logind or the desktop's screen saver says the session is locked. The X server's own screen
     saver being *on* is reported by :func:`screensaver_active` but is not counted as locked: the
     built-in saver only blanks, the next mouse move wakes it without a password (``xset s
     activate`` and a generic ``xdg-screensaver`` do just that). A real locker started by the saver
-    (xss-lock + i3lock, xscreensaver, light-locker) holds the grab, and that is what we check.
-    Known false positive: another application holding an active keyboard grab (an open menu, a
-    game or VM viewer in fullscreen, a remote-desktop client) reads as locked while it holds it.
+    (xss-lock + i3lock, xscreensaver, light-locker) holds the grabs, and that is what we check.
+    Known false positive: another application holding both grabs (an open menu, a VM viewer
+    that has captured the pointer) reads as locked while it holds them.
 Linux/Wayland
     X grabs and XWayland's idle counter do not see native clients, so the answers come from
     systemd-logind's ``LockedHint`` and the desktop's ``ScreenSaver.GetActive`` over D-Bus, and
@@ -116,15 +123,22 @@ def _x_answer(d, what: str):
         if not d.has_extension("MIT-SCREEN-SAVER"):
             return None
         return root.screensaver_query_info().state == 1  # ScreenSaverOn
-    if what == "grabbed":
+    if what == "grabs":   # what another client holds: "none", "keyboard" or "both"
+        held = (X.AlreadyGrabbed, X.GrabFrozen)
         status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeAsync, X.CurrentTime)
         if status == X.GrabSuccess:
             d.ungrab_keyboard(X.CurrentTime)
             d.sync()
-            return False
-        if status in (X.AlreadyGrabbed, X.GrabFrozen):
-            return True
-        return None  # GrabInvalidTime / GrabNotViewable: says nothing about a locker
+            return "none"
+        if status not in held:
+            return None  # GrabInvalidTime / GrabNotViewable: says nothing about a locker
+        status = root.grab_pointer(False, 0, X.GrabModeAsync, X.GrabModeAsync, X.NONE, X.NONE,
+                                   X.CurrentTime)
+        if status == X.GrabSuccess:
+            d.ungrab_pointer(X.CurrentTime)
+            d.sync()
+            return "keyboard"
+        return "both" if status in held else None
     raise ValueError(what)
 
 
@@ -207,9 +221,17 @@ def _x11(what: str, display_name: str | None = None):
     return _X.ask(what, display_name)
 
 
+def x_grabs(display_name: str | None = None) -> str | None:
+    """The active grabs another X client holds: ``"none"``, ``"keyboard"`` (an application's,
+    such as a fullscreen remote-desktop client) or ``"both"`` keyboard and pointer (what a
+    screen locker holds); ``None`` if it cannot tell."""
+    return _x11("grabs", display_name)
+
+
 def x_keyboard_grabbed(display_name: str | None = None) -> bool | None:
-    """Does another X client hold an active keyboard grab (what a screen locker does)?"""
-    return _x11("grabbed", display_name)
+    """Does another X client hold an active keyboard grab?"""
+    grabs = x_grabs(display_name)
+    return None if grabs is None else grabs != "none"
 
 
 def screensaver_active(display_name: str | None = None) -> bool | None:
@@ -265,12 +287,16 @@ def _mutter_idle_seconds() -> float | None:
 
 
 def _linux_screen_locked() -> bool | None:
-    kind = display_kind()
-    if kind == "x11":
-        grabbed = x_keyboard_grabbed()
-        if grabbed is not None:
-            return grabbed
-    # Wayland, or X not answering: the session manager's view.
+    if display_kind() == "x11":
+        grabs = x_grabs()
+        if grabs in ("none", "both"):
+            return grabs == "both"
+        if grabs == "keyboard":     # an application's grab, unless the session manager says locked
+            return _session_manager_locked() is True
+    return _session_manager_locked()    # Wayland, or X not answering
+
+
+def _session_manager_locked() -> bool | None:
     hint = _logind_locked_hint()
     if hint is not None:
         return hint
