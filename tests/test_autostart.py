@@ -173,6 +173,17 @@ def test_command_is_runnable_from_this_environment():
     assert done.returncode == 0 and done.stdout.startswith("cadence ")
 
 
+def test_a_packages_launcher_is_the_command_while_it_exists(tmp_path, monkeypatch):
+    launcher = tmp_path / "cadence"
+    monkeypatch.setenv("CADENCE_LAUNCHER", str(launcher))
+    assert autostart.command() != [str(launcher), "run"]          # not there: not used
+    launcher.write_text("#!/bin/sh\n")
+    launcher.chmod(0o755)
+    assert autostart.command() == [str(launcher), "run"]
+    monkeypatch.setenv("CADENCE_LAUNCHER", "cadence")             # relative: not used
+    assert autostart.command()[0] != "cadence"
+
+
 # -- macOS ---------------------------------------------------------------------------------------
 
 def test_launch_agent_plist():

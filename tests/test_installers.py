@@ -144,6 +144,7 @@ def test_policy_example_names_every_key_and_is_valid_uncommented():
 def test_linux_wrapper_and_maintainer_scripts():
     wrapper = (INSTALLERS / "linux" / "cadence").read_text()
     assert "exec /opt/cadence/venv/bin/python -I -m agent" in wrapper
+    assert "CADENCE_LAUNCHER=/usr/bin/cadence exec" in wrapper
     for script in ("cadence", "debian/postinst", "debian/prerm", "debian/postrm"):
         path = INSTALLERS / "linux" / script
         assert os.access(path, os.X_OK), script
@@ -356,6 +357,9 @@ def test_deb_installs_runs_and_purges(deb, tmp_path):
             state = json.loads(run("autostart", "status", "--json").stdout)
             assert state["managed"] and state["enabled"] and state["scope"] == "machine"
             assert state["path"] == "/etc/xdg/autostart/cadence.desktop"
+            assert run("autostart", "disable").returncode == 0   # a user's opt-out entry
+            entry = (home / ".config" / "autostart" / "cadence.desktop").read_text()
+            assert "Exec=/usr/bin/cadence run" in entry and "Hidden=true" in entry, entry
             assert list(Path("/opt/cadence/venv").rglob("*.pyc"))  # postinst compiled
         finally:
             purge = subprocess.run(["dpkg", "--purge", "cadence-agent"], capture_output=True,

@@ -46,7 +46,12 @@ class AutostartError(RuntimeError):
 # -- the command that starts the agent -------------------------------------------------------------
 
 def command() -> list[str]:
-    """argv that starts this installation's agent: ``[<cadence executable>, "run"]``."""
+    """argv that starts this installation's agent: ``[<cadence executable>, "run"]``. A
+    package's launcher names itself in ``CADENCE_LAUNCHER`` (the .deb's ``/usr/bin/cadence``,
+    which runs the agent isolated from the user's Python settings); it wins while it exists."""
+    launcher = os.environ.get("CADENCE_LAUNCHER", "")
+    if os.path.isabs(launcher) and os.access(launcher, os.X_OK):
+        return [launcher, "run"]
     if getattr(sys, "frozen", False):  # PyInstaller: the windowed twin on Windows, if shipped
         exe = Path(sys.executable)
         windowed = exe.with_name("cadencew.exe")
