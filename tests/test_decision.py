@@ -192,9 +192,29 @@ def test_continuous_evaluation_on_real_typists(aalto_dir):
     assert window.first <= result["ania"] <= 300
     assert result["ania"] < 200 and result["impostors_missed_pct"] < 20
     assert result["false_locks"] <= 2
+    injectors = result["injectors"]
+    assert set(injectors) == set(continuous.INJECTORS)
+    for kind, found in injectors.items():   # jittered injectors, the profile alone
+        assert found["streams"] == 20 and found["missed_pct"] <= 10, (kind, found)
+        assert window.first <= found["median_keys_to_lock"] <= 150, (kind, found)
     assert continuous.evaluate(people, seed=0) == result
     lines = continuous.summary_lines(result)
     assert any("ANIA" in line for line in lines) and any("ANGA" in line for line in lines)
+    assert sum("profile alone vs injector" in line for line in lines) == len(injectors)
+
+
+def test_an_injector_table_keeps_the_keys_and_draws_the_timing(aalto_dir):
+    from agent.evaluation import continuous
+    from agent.sources.datasets import aalto
+
+    (person,), _ = aalto.load(aalto_dir, users=1, seed=3)
+    table = continuous.stream_table(person.sessions)
+    rng = np.random.default_rng(0)
+    out = continuous.injector_table(table, (20.0, 120.0), (60.0, 140.0), rng)
+    assert np.array_equal(out[:, 2], table[:, 2]) and out[0, 0] == 0.0
+    delays = np.diff(out[:, 0])
+    assert delays.min() >= 20.0 and delays.max() <= 120.0 and delays.std() > 20
+    assert out[:, 1].min() >= 60.0 and out[:, 1].max() <= 140.0
 
 
 def test_stream_table_concatenates_sessions_in_order(aalto_dir):

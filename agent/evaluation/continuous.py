@@ -18,6 +18,14 @@ IET Biometrics 4(4), 2015):
   and is also counted in ``impostors_missed_pct``.
 - ANGA: genuine keystrokes per false lock over all genuine streams (all genuine keystrokes if
   there was no false lock), with ``false_locks`` and ``genuine_keystrokes``.
+
+Beside them (``injectors``), what the profile alone does against jittered keystroke injectors
+typing on the enrolled session: per user, one stream per kind of :data:`INJECTORS`, the first
+impostor's keys (their classes, in order) retimed by the injector: press-to-press delays drawn
+uniformly from 20-120 ms (Ducky Script 3 jitter) with holds of a machine's few ms, or drawn from
+a person's range; or delays and holds both at a person's pace (100-300 ms, 60-140 ms). The
+injection rule catches the first by its holds (:mod:`agent.evaluation.injection`); the others
+leave it nothing, so the profile is all there is.
 """
 
 from __future__ import annotations
@@ -37,6 +45,20 @@ from agent.model.rankshift import OVERDISPERSION
 from agent.sources.loading import UserSessions
 
 IMPOSTORS = 20
+#: Jittered injectors, as (delay range, hold range) in ms.
+INJECTORS = {"jitter": ((20.0, 120.0), (2.0, 8.0)),
+             "jitter_human_holds": ((20.0, 120.0), (60.0, 140.0)),
+             "human_pace": ((100.0, 300.0), (60.0, 140.0))}
+
+
+def injector_table(table: np.ndarray, delays_ms: tuple[float, float],
+                   holds_ms: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """``table``'s keys (classes, in order) as an injector types them: press-to-press delays
+    and holds drawn uniformly from the ranges."""
+    out = table.copy()
+    out[:, 0] = np.concatenate([[0.0], np.cumsum(rng.uniform(*delays_ms, len(table) - 1))])
+    out[:, 1] = rng.uniform(*holds_ms, len(table))
+    return out
 
 
 def stream_table(sessions) -> np.ndarray:
@@ -116,6 +138,7 @@ def evaluate(people: list[UserSessions], enrol: int = 10, seed: int = 0,
     whole = [stream_table(p.sessions) for p in eligible]
     ania: list[int] = []
     missed = false_locks = genuine_keystrokes = users_false_locked = 0
+    injected: dict[str, list[int | None]] = {kind: [] for kind in INJECTORS}
     for i, person in enumerate(eligible):
         model = enrol_model(person.sessions[:enrol], weights, overdispersion)
         thresholds = decision.thresholds_from_calibration(model.calibration, policy,
@@ -126,11 +149,17 @@ def evaluate(people: list[UserSessions], enrol: int = 10, seed: int = 0,
         false_locks += len(locks)
         users_false_locked += bool(locks)
         genuine_keystrokes += len(genuine)
-        for other in impostors_for(i, len(eligible), seed, IMPOSTORS):
+        others = impostors_for(i, len(eligible), seed, IMPOSTORS)
+        for other in others:
             stream = whole[other][-len(genuine):]
             lock = run_stream(model, weights, stream, thresholds, policy, window, True)
             ania.append(lock[0] if lock else len(stream))
             missed += not lock
+        rng = np.random.default_rng([seed, i, 1])
+        for kind, (delays, holds) in INJECTORS.items():
+            stream = injector_table(whole[others[0]][-len(genuine):], delays, holds, rng)
+            lock = run_stream(model, weights, stream, thresholds, policy, window, True)
+            injected[kind].append(lock[0] if lock else None)
         if progress:
             progress(1)
     return {
@@ -146,11 +175,22 @@ def evaluate(people: list[UserSessions], enrol: int = 10, seed: int = 0,
         "false_locks": false_locks,
         "users_false_locked": users_false_locked,
         "genuine_keystrokes": genuine_keystrokes,
+        "injectors": {kind: _injector_summary(locks) for kind, locks in injected.items()},
         "window": {"size": window.size, "step": window.step, "first": window.first},
         "policy": {"tolerance": policy.tolerance, "gain": policy.gain,
                    "alert_at": policy.alert_at, "lock_at": policy.lock_at,
                    "sensitivity": policy.sensitivity},
     }
+
+
+def _injector_summary(locks: list[int | None]) -> dict:
+    """Keystrokes until the profile locks an injector's stream (median, 90th percentile, over
+    the streams it locked) and the share never locked."""
+    locked = [lock for lock in locks if lock is not None]
+    return {"streams": len(locks),
+            "median_keys_to_lock": float(np.median(locked)) if locked else None,
+            "p90_keys_to_lock": float(np.percentile(locked, 90)) if locked else None,
+            "missed_pct": 100.0 * (len(locks) - len(locked)) / len(locks)}
 
 
 def summary_lines(result: dict) -> list[str]:
@@ -163,6 +203,11 @@ def summary_lines(result: dict) -> list[str]:
         f"ANGA {result['anga']:.0f} genuine keystrokes per false lock: {result['false_locks']} "
         f"false locks ({result['users_false_locked']} users) in "
         f"{result['genuine_keystrokes']} genuine keystrokes",
+        *(f"profile alone vs injector {kind}: locked after {r['median_keys_to_lock']:g} "
+          f"keystrokes median ({r['p90_keys_to_lock']:g} p90), {r['missed_pct']:.2f}% of "
+          f"{r['streams']} never" if r["median_keys_to_lock"] is not None else
+          f"profile alone vs injector {kind}: never locked ({r['streams']} streams)"
+          for kind, r in result["injectors"].items()),
         f"windows: last {w['size']} keystrokes, every {w['step']}, from {w['first']}; "
         f"lock below trust {result['policy']['lock_at']:g}, "
         f"sensitivity {result['policy']['sensitivity']:g}",
