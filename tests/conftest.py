@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 import tarfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,31 @@ def XServer(size: str = "1280x800x24", first: int = 60):
     if not shutil.which("Xvfb"):
         pytest.skip("Xvfb not installed: apt-get install xvfb (CI installs it)")
     return Xvfb(size, first)
+
+
+@contextmanager
+def fullscreen_viewer(display_name: str):
+    """A remote-desktop client or VM viewer in fullscreen on ``display_name``: a window the size
+    of the screen holding the keyboard grab (so that Alt+Tab reaches the remote machine), the
+    pointer free. Yields the viewer's (display, window); lets go of every grab at the end."""
+    from Xlib import X, display as xdisplay
+    d = xdisplay.Display(display_name)
+    screen = d.screen()
+    viewer = screen.root.create_window(0, 0, screen.width_in_pixels, screen.height_in_pixels,
+                                       0, screen.root_depth)
+    viewer.map()
+    d.sync()
+    try:
+        assert viewer.grab_keyboard(True, X.GrabModeAsync, X.GrabModeAsync,
+                                    X.CurrentTime) == X.GrabSuccess
+        d.sync()
+        yield d, viewer
+    finally:
+        d.ungrab_pointer(X.CurrentTime)
+        d.ungrab_keyboard(X.CurrentTime)
+        viewer.destroy()
+        d.sync()
+        d.close()
 
 
 def stop_agent(proc) -> None:

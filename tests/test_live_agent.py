@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import stop_agent
+from conftest import fullscreen_viewer, stop_agent
 from conftest import wait_for as _wait_for
 
 from agent.evaluation.xreplay import XTEST_AS_HANDS, TrayHost, XTyper
@@ -302,19 +302,11 @@ def test_a_fullscreen_remote_desktop_client_is_not_taken_for_a_lock(scenario):
     pointer) all day: the agent's lock checks, which run once input stops, must not read that
     as a locked session, or nothing the user types into it would be scored."""
     from agent.runtime import LOCK_CHECK_S
-    from Xlib import X, display as xdisplay
     agent = scenario["agent"]
     assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
                     15), story(agent)
     entries = len(agent.audit())
-    d = xdisplay.Display(scenario["display"])
-    viewer = d.screen().root.create_window(0, 0, 1280, 800, 0, d.screen().root_depth)
-    viewer.map()
-    d.sync()
-    try:
-        assert viewer.grab_keyboard(True, X.GrabModeAsync, X.GrabModeAsync,
-                                    X.CurrentTime) == X.GrabSuccess
-        d.sync()
+    with fullscreen_viewer(scenario["display"]):
         # the user types into the viewer (its keys go there; the hooks hear them), then stops:
         # the lock checks come LOCK_CHECK_S and twice that after the last key
         scenario["typer"].replay_server_timed(
@@ -322,11 +314,6 @@ def test_a_fullscreen_remote_desktop_client_is_not_taken_for_a_lock(scenario):
         time.sleep(2 * LOCK_CHECK_S + 4)
         assert agent.status()["state"] in ("learning", "protecting"), story(agent)
         assert not [e for e in agent.audit()[entries:] if e.get("state") == "locked"]
-    finally:
-        d.ungrab_keyboard(X.CurrentTime)
-        viewer.destroy()
-        d.sync()
-        d.close()
 
 
 def test_an_injector_at_the_lock_screen_is_reported_without_a_lock(scenario):

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import XServer, wait_for
+from conftest import XServer, fullscreen_viewer, wait_for
 
 from agent.actions import lock, notify
 from agent.system import session
@@ -304,17 +304,9 @@ def test_an_application_grabbing_the_keyboard_alone_is_not_a_lock(x, xvfb, monke
     reaches the remote machine) and leaves the pointer free: its user is at work, typing to be
     scored, not locked out. What logind says still counts. A client holding both grabs reads
     as a locker (every locker takes both)."""
-    from Xlib import X, display as xdisplay
+    from Xlib import X
 
-    d = xdisplay.Display(xvfb)
-    root = d.screen().root
-    viewer = root.create_window(0, 0, 1280, 800, 0, d.screen().root_depth)
-    viewer.map()
-    d.sync()
-    try:
-        assert viewer.grab_keyboard(True, X.GrabModeAsync, X.GrabModeAsync,
-                                    X.CurrentTime) == X.GrabSuccess
-        d.sync()
+    with fullscreen_viewer(xvfb) as (d, viewer):
         assert session.x_grabs() == "keyboard" and session.x_keyboard_grabbed() is True
         assert session.screen_locked() is False
         monkeypatch.setattr(session, "_logind_locked_hint", lambda: True)  # no logind here
@@ -325,12 +317,6 @@ def test_an_application_grabbing_the_keyboard_alone_is_not_a_lock(x, xvfb, monke
                                    X.CurrentTime) == X.GrabSuccess
         d.sync()
         assert session.x_grabs() == "both" and session.screen_locked() is True
-    finally:
-        d.ungrab_pointer(X.CurrentTime)
-        d.ungrab_keyboard(X.CurrentTime)
-        viewer.destroy()
-        d.sync()
-        d.close()
     assert wait_for(lambda: session.screen_locked() is False, 5)
 
 
