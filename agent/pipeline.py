@@ -197,7 +197,7 @@ class Pipeline:
             self.injection.observe(event)  # its first keys are judged as a new keyboard's
             if event.kind != Kind.ATTACH:
                 return []
-            locked = self.state == "locked"
+            locked = self._session_is_locked()
             return [Audit("keyboard_attached", {"while_locked": True} if locked else {})]
         if self.state in WATCHING or self.holding():
             return self._watch(event)
@@ -242,7 +242,7 @@ class Pipeline:
         if self._reported:
             self._injections_unreported += 1
             return []
-        if self.state != "locked":     # the injection's own action
+        if not self._session_is_locked():     # the injection's own action
             return self._injection(detection)
         self._reported = True
         self.last_verdict = "injection"
@@ -250,6 +250,11 @@ class Pipeline:
                                     "while_locked": True}),
                 Notify("Cadence: " + INJECTION_MESSAGE + " while the session was locked",
                        "Reason: injection")]
+
+    def _session_is_locked(self) -> bool:
+        """Locked, or degraded with the session locked meanwhile (what it goes back to)."""
+        return self.state == "locked" or (self.state == "degraded" and
+                                          self._before_pause == "locked")
 
     def holding(self) -> bool:
         """An impostor or injection verdict that acted holds until the session is unlocked;
@@ -451,11 +456,9 @@ class Pipeline:
         self._reported = action != "observe"
         self.trust = decision.with_verdict(self.trust, decision.Verdict.INJECTION)
         self.last_verdict = "injection"
-        if self.state != "degraded":   # a pause ends in the verdict's state
-            return self._act(action, "injection", injection_fields(detection), INJECTION_MESSAGE)
-        degraded = self.reason             # degraded stays: the verdict is what it goes back to
+        degraded = self.reason if self.state == "degraded" else None    # a pause just ends
         effects = self._act(action, "injection", injection_fields(detection), INJECTION_MESSAGE)
-        if self.state == "alert":
+        if degraded and self.state == "alert":  # degraded stays, going back to the verdict
             self._before_pause, self._reason_before = self.state, self.reason
             self.state, self.reason = "degraded", degraded
         return effects
@@ -470,7 +473,10 @@ class Pipeline:
                 self.injection.reset()
             elif not locked and self._before_pause == "locked":
                 self._before_pause = "protecting" if self.profile else "learning"
-                self._unlocked()
+                unreported = self._unlocked()
+                if unreported:              # what the lock screen saw is still told
+                    return [Audit("state", {"state": "degraded", "reason": self.reason,
+                                            **unreported})]
             return []
         if locked and self.state != "locked":
             self.state = "locked"
@@ -495,6 +501,8 @@ class Pipeline:
         return {"injections_unreported": unreported} if unreported else {}
 
     def lock_failed(self, method: str) -> list:
+        if self._session_is_locked():      # locked meanwhile: nothing more to do
+            return [Audit("lock_failed", {"method": method})]
         if self.state == "degraded":       # it stays so; the alert is what it goes back to
             self._before_pause, self._reason_before = "alert", "lock-failed"
         else:

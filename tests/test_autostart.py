@@ -177,6 +177,9 @@ def test_a_packages_launcher_is_the_command_while_it_exists(tmp_path, monkeypatc
     launcher = tmp_path / "cadence"
     monkeypatch.setenv("CADENCE_LAUNCHER", str(launcher))
     assert autostart.command() != [str(launcher), "run"]          # not there: not used
+    launcher.mkdir()
+    assert autostart.command() != [str(launcher), "run"]          # a folder: not used
+    launcher.rmdir()
     launcher.write_text("#!/bin/sh\n")
     launcher.chmod(0o755)
     assert autostart.command() == [str(launcher), "run"]

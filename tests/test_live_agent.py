@@ -302,11 +302,12 @@ def test_a_fullscreen_remote_desktop_client_is_not_taken_for_a_lock(scenario):
     pointer) all day: the agent's lock checks, which run once input stops, must not read that
     as a locked session, or nothing the user types into it would be scored."""
     from agent.runtime import LOCK_CHECK_S
+    from Xlib import X
     agent = scenario["agent"]
     assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
                     15), story(agent)
     entries = len(agent.audit())
-    with fullscreen_viewer(scenario["display"]):
+    with fullscreen_viewer(scenario["display"]) as viewer_display:
         # the user types into the viewer (its keys go there; the hooks hear them), then stops:
         # the lock checks come LOCK_CHECK_S and twice that after the last key
         scenario["typer"].replay_server_timed(
@@ -314,6 +315,18 @@ def test_a_fullscreen_remote_desktop_client_is_not_taken_for_a_lock(scenario):
         time.sleep(2 * LOCK_CHECK_S + 4)
         assert agent.status()["state"] in ("learning", "protecting"), story(agent)
         assert not [e for e in agent.audit()[entries:] if e.get("state") == "locked"]
+        # the checks do run: the same viewer taking the pointer too reads as a locker at the
+        # next one (4 x LOCK_CHECK_S after the last key), and letting go as the unlock
+        d, viewer = viewer_display
+        assert viewer.grab_pointer(True, 0, X.GrabModeAsync, X.GrabModeAsync, X.NONE, X.NONE,
+                                   X.CurrentTime) == X.GrabSuccess
+        d.sync()
+        assert wait_for(lambda: agent.status().get("state") == "locked",
+                        2 * LOCK_CHECK_S + 10), story(agent)
+        d.ungrab_pointer(X.CurrentTime)
+        d.sync()
+        assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
+                        15), story(agent)
 
 
 def test_an_injector_at_the_lock_screen_is_reported_without_a_lock(scenario):

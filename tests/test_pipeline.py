@@ -293,6 +293,26 @@ def test_an_injector_typing_while_the_keyring_is_locked_is_locked_out_and_held()
     assert (locking.state, locking.reason) == ("alert", "lock-failed") and locking.holding()
 
 
+@pytest.mark.parametrize("action", ["lock", "alert", "observe"])
+def test_an_injector_at_the_lock_screen_while_degraded_is_reported_as_at_the_lock_screen(action):
+    """Degraded (a keyring not unlocked yet), then the user locks the screen: an injector
+    typing at the lock screen is reported as such (no lock, one alert), and the unlock is
+    still the unlock: the agent goes back to work once the keyring opens."""
+    pipeline = Pipeline(Policy(injection_action=action), None, cell_weights())
+    pipeline.degrade("keyring-locked")
+    pipeline.session_locked(True)
+    effects = _until_injection(pipeline, _payload(900 * MS))
+    (audit,) = [e for e in effects if isinstance(e, Audit)]
+    assert audit.fields["while_locked"] is True and audit.fields["action"] == "alert"
+    assert not any(isinstance(e, Lock) for e in effects)
+    assert run(pipeline, _payload(2_000 * MS, n=60)) == []      # counted, not reported again
+    assert pipeline.lock_failed("loginctl") == [Audit("lock_failed", {"method": "loginctl"})]
+    (back,) = pipeline.session_locked(False)
+    assert back.fields["state"] == "degraded" and back.fields["injections_unreported"] >= 2
+    assert pipeline.degrade(None) == [Audit("state", {"state": "learning"})]
+    assert not pipeline.holding() and pipeline.last_verdict == "ok"
+
+
 def test_pause_is_refused_when_policy_forbids():
     pipeline = Pipeline(Policy(allow_pause=False), None, cell_weights())
     assert pipeline.pause() == [] and pipeline.state == "learning"

@@ -50,7 +50,7 @@ def command() -> list[str]:
     package's launcher names itself in ``CADENCE_LAUNCHER`` (the .deb's ``/usr/bin/cadence``,
     which runs the agent isolated from the user's Python settings); it wins while it exists."""
     launcher = os.environ.get("CADENCE_LAUNCHER", "")
-    if os.path.isabs(launcher) and os.access(launcher, os.X_OK):
+    if os.path.isabs(launcher) and os.path.isfile(launcher) and os.access(launcher, os.X_OK):
         return [launcher, "run"]
     if getattr(sys, "frozen", False):  # PyInstaller: the windowed twin on Windows, if shipped
         exe = Path(sys.executable)

@@ -23,7 +23,11 @@ Linux/X11
     activate`` and a generic ``xdg-screensaver`` do just that). A real locker started by the saver
     (xss-lock + i3lock, xscreensaver, light-locker) holds the grabs, and that is what we check.
     Known false positive: another application holding both grabs (an open menu, a VM viewer
-    that has captured the pointer) reads as locked while it holds them.
+    that has captured the pointer) reads as locked while it holds them. Side effect: our
+    pointer grab sends the window under the pointer a LeaveNotify and an EnterNotify (mode
+    NotifyGrab/NotifyUngrab); some viewers (spice-gtk, gtk-vnc) let go of the keyboard on the
+    first and take it back on the second, a few ms apart. It happens only at the idle lock
+    checks (5 s after input stops, then at doubling intervals up to a minute).
 Linux/Wayland
     X grabs and XWayland's idle counter do not see native clients, so the answers come from
     systemd-logind's ``LockedHint`` and the desktop's ``ScreenSaver.GetActive`` over D-Bus, and
