@@ -340,8 +340,9 @@ class Agent:
 
     def _check_lock(self, now: float) -> None:
         """Learn whether the session is locked. Not while the user types (the X check briefly
-        grabs the keyboard, and the pointer if the keyboard is held): ``LOCK_CHECK_S`` after input stops, then at doubling intervals
-        (an idle agent stays quiet); every ``UNLOCK_CHECK_S`` while it knows it is locked."""
+        grabs the keyboard, and the pointer if the keyboard is held): ``LOCK_CHECK_S`` after
+        input stops, then at doubling intervals (an idle agent stays quiet); every
+        ``UNLOCK_CHECK_S`` while it knows it is locked."""
         if self.pipeline.state == "locked":
             due = now - self._last_lock_check >= UNLOCK_CHECK_S
         else:

@@ -232,12 +232,6 @@ def x_grabs(display_name: str | None = None) -> str | None:
     return _x11("grabs", display_name)
 
 
-def x_keyboard_grabbed(display_name: str | None = None) -> bool | None:
-    """Does another X client hold an active keyboard grab?"""
-    grabs = x_grabs(display_name)
-    return None if grabs is None else grabs != "none"
-
-
 def screensaver_active(display_name: str | None = None) -> bool | None:
     """Is the X server's screen saver on (blanked)? Not the same as locked: see the module doc."""
     if sys.platform in ("win32", "darwin") or not (display_name or os.environ.get("DISPLAY")):
