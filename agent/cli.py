@@ -27,6 +27,14 @@ def _at_least(low: int):
     return parse
 
 
+def _arrival_delay(text: str) -> int:
+    """``--arrival-delay-ms``: whole milliseconds, 0 to a minute."""
+    value = _at_least(0)(text)
+    if value > 60_000:
+        raise argparse.ArgumentTypeError(f"{value} is above 60000 (a minute)")
+    return value
+
+
 def _enrol_keystrokes(text: str) -> int:
     """``--enrol-keystrokes``: the policy's own range (enrol_keystrokes in settings)."""
     from agent.policy import PolicyError, validate
@@ -298,6 +306,7 @@ def cmd_eval_protocol(args) -> int:
     if args.protocol == "injection":
         options["policy"] = args.sensitivity
         options["keyboard_attached"] = args.keyboard_attached
+        options["arrival_delay_ms"] = args.arrival_delay_ms
     with _progress(len(people), f"{args.protocol} eval") as bar:
         result = module.evaluate(people, progress=bar.update, **options)
     if args.protocol == "mouse" and args.format == "balabit":
@@ -361,8 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     inj.add_argument("--keyboard-attached", action=argparse.BooleanOptionalAction, default=True,
                      help="the injector is seen attaching, as the agent sees a USB keyboard "
                           "arrive, and every human stream opens on a keyboard attached just "
-                          "before: the worst case for false positives (default); "
+                          "before (also counted: one arriving before every pause) (default); "
                           "--no-keyboard-attached: timing alone")
+    inj.add_argument("--arrival-delay-ms", type=_arrival_delay, default=0, metavar="MS",
+                     help="the injector's arrival seen 0 to MS later (Windows and macOS poll "
+                          "once a second: 1000); default 0, as on X11")
 
     run = commands.add_parser("run", help="start the agent (tray included)")
     run.add_argument("--no-tray", action="store_true", help="headless: no tray icon")

@@ -161,6 +161,23 @@ def test_keys_a_stalled_machine_delivers_after_a_pause_are_not_flagged():
     assert scan(prefix + burst + human(30, seed=2, t0=after(burst), first_id=2000)) == []
 
 
+def test_a_keyboard_arriving_in_the_pause_before_a_stall_is_flagged():
+    """The limit the eval counts (``human_false_positives_attach_at_pauses``): a keyboard
+    arriving (or a Bluetooth one reconnecting) in the pause before a stall's queued keys opens
+    the new-keyboard window, which does not wait for a stall: those keys look like a payload
+    typed right after the injector arrived."""
+    prefix = human(30)
+    burst = typing(CATCH_UP_GAPS, CATCH_UP_HOLDS, t0=prefix[-1].t_ns, first_id=1000)
+    stream = prefix + burst
+    arrived = protocol.attached_at_pauses(stream)
+    downs = [e.t_ns for e in stream if e.kind == Kind.DOWN]
+    pauses = sum(b - a >= protocol.ATTACH_PAUSE_MS * MS for a, b in zip(downs, downs[1:]))
+    assert pauses >= 1 and sum(e.kind == Kind.ATTACH for e in arrived) == 1 + pauses
+    assert arrived[0].kind == Kind.ATTACH and [e for e in arrived if e.is_key] == stream
+    assert [d.rule for d in scan(arrived)] == ["new_keyboard"]
+    assert scan(protocol.attached(stream)) == []          # arriving at the start: not flagged
+
+
 def test_the_same_keys_with_no_pause_to_hold_them_are_flagged():
     """10 gaps at machine speed right after a hand's key (no stall that could have queued them):
     an injector's burst. Catch-up is what spares the recorded typist above."""
@@ -688,8 +705,11 @@ def test_evaluation_on_twenty_real_typists(twenty_people):
     assert result["ukip_keys_to_detect_5ms"] == 5.0
     assert result["duckhunt_missed_jitter_pct"] == 100.0        # duckhunt is blind to jitter
     assert protocol.evaluate(twenty_people, seed=2) == result    # deterministic for a seed
+    assert result["human_false_positives_attach_at_pauses"] >= 0
+    for name in ("1ms", "5ms", "10ms", "20ms"):
+        assert result[f"within_5_keys_{name}_pct"] >= 95.0
     lines = protocol.summary_lines(result)
-    assert len(lines) == 4 + len(protocol.INJECTORS)
+    assert len(lines) == 5 + len(protocol.INJECTORS)
     text = json.dumps(result) + "\n".join(lines)
     assert "KeyClass" not in text and "LETTER" not in text
 
@@ -706,6 +726,28 @@ def test_real_typists_on_a_keyboard_just_attached_are_not_flagged(twenty_people)
     assert result["keys_to_detect_jitter"] == plain["keys_to_detect_jitter"]
     assert any("attached" in line for line in protocol.summary_lines(result))
     assert any("timing alone" in line for line in protocol.summary_lines(plain))
+
+
+@pytest.mark.parametrize("delay_ms", [0.0, 60_000.0])
+def test_an_arrival_seen_late_lands_in_time_order(twenty_people, delay_ms):
+    """Windows and macOS see a keyboard arrive at their next poll: with ``arrival_delay_ms``
+    the ATTACH comes up to that much after the cut, among the payload's keys if it is later
+    than their start; the keys are counted from the first injected one all the same."""
+    person = twenty_people[0]
+    events, start = protocol.spliced_trial(np.random.default_rng(1), person, "5ms", True,
+                                           delay_ms)
+    (at,) = [i for i, e in enumerate(events) if e.kind == Kind.ATTACH]
+    if delay_ms == 0:
+        assert at == start - 1 and events[at].t_ns < events[start].t_ns
+    else:                                       # seen after the payload began: in time order
+        assert start < at and events[at - 1].t_ns <= events[at].t_ns
+        assert all(e.t_ns > events[at].t_ns for e in events[at + 1:])
+    assert events[start].kind == Kind.DOWN
+    late = protocol.evaluate(twenty_people[:5], seed=1, arrival_delay_ms=1000.0)
+    assert late["arrival_delay_ms"] == 1000.0
+    assert any("1000 ms late" in line for line in protocol.summary_lines(late))
+    with pytest.raises(ValueError, match="arrival delay"):
+        protocol.evaluate(twenty_people[:1], arrival_delay_ms=-1.0)
 
 
 def test_the_eval_command_sees_the_injector_arrive_unless_told_not_to(aalto_dir):

@@ -16,15 +16,22 @@ payload. Timestamps are whole milliseconds, like the dataset's. Injectors:
   holds of 2 to 8 ms.
 
 With ``keyboard_attached`` (the default) the injector is seen arriving, as the agent sees a USB
-device enumerate: an ``ATTACH`` event at the cut, before the pause. A USB injector cannot type
-without arriving, and the agent watches for arrivals on every system. The human streams then
-take the worst case: each of them (every sentence, every day stream) opens with an ``ATTACH``,
-as if the person had plugged in a keyboard just before typing it; every stream is judged by
-every rule a stream without it is, and more. Without it, the rule has key timing alone (an
-agent that could not see the keyboard come).
+device enumerate: an ``ATTACH`` event at the cut, before the pause (``arrival_delay_ms``: seen
+up to that much later, in time order, as a once-a-second poll sees it on Windows and macOS,
+possibly after the payload's first keys). A USB injector cannot type without arriving, and the
+agent watches for arrivals on every system. The human streams then open with an ``ATTACH``
+each (every sentence, every day stream), as if the person had plugged in a keyboard just
+before typing it; every stream is judged by every rule a stream without it is, and more. The
+worse case is counted beside it (``human_false_positives_attach_at_pauses``): an ``ATTACH``
+before every key-down that ends a pause of ``ATTACH_PAUSE_MS`` or more, where a stalled
+machine's queued keys could follow (a keyboard arriving, or a Bluetooth one reconnecting, in
+mid-typing). Without ``keyboard_attached``, the rule has key timing alone (an agent that could
+not see the keyboard come).
 
 Keys are drawn as a payload looks (a command line): letters, spaces, punctuation, digits, a few
-Enters and Tabs; 12% of characters need Shift, and half the payloads open with GUI+r. A chord is
+Enters and Tabs; 12% of characters need Shift, and half the payloads open with GUI+r (with no
+pause for the Run box after it: with one, the new-keyboard rule fires on the 7th key-down,
+tested in ``tests/test_injection.py``). A chord is
 one HID report: modifier and key go down together and come up together. Keys to detect counts
 every injected key-down from the first one up to and including the event where a rule fires;
 a trial whose payload ends undetected is missed. The same streams go through google/ukip's
@@ -49,6 +56,7 @@ JITTER_HOLD_MS = (2.0, 8.0)
 PAYLOAD_CHARS = 100
 PREFIX_KEYS = (20, 40)
 PAUSE_MS = (500.0, 2000.0)
+ATTACH_PAUSE_MS = 200.0   # a pause a stall's queued keys could follow (two catch_up_ms)
 SHIFT_P = 0.12
 OPEN_WITH_GUI_R_P = 0.5
 _CLASSES = np.array([KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER, KeyClass.SPACE,
@@ -179,10 +187,12 @@ def injected_keys(rng: np.random.Generator, injector: str, t0_ns: int, first_id:
 
 
 def spliced_trial(rng: np.random.Generator, person: UserSessions, injector: str,
-                  keyboard_attached: bool = False) -> tuple[list[Event], int]:
+                  keyboard_attached: bool = False,
+                  arrival_delay_ms: float = 0.0) -> tuple[list[Event], int]:
     """(events, index of the first injected event): a human session cut after 20-40 keys
     (``person`` typed at least one), then a pause (the injector attaching at its start, if
-    ``keyboard_attached``), then the injector's payload."""
+    ``keyboard_attached``, seen 0 to ``arrival_delay_ms`` later), then the injector's
+    payload."""
     want = int(rng.integers(PREFIX_KEYS[0], PREFIX_KEYS[1] + 1))
     counts = [sum(1 for e in s if e.kind == Kind.DOWN and not e.repeat) for s in person.sessions]
     eligible = [i for i, n in enumerate(counts) if n >= want]
@@ -190,17 +200,36 @@ def spliced_trial(rng: np.random.Generator, person: UserSessions, injector: str,
         person.sessions[int(np.argmax(counts))]
     downs = [e for e in session if e.kind == Kind.DOWN and not e.repeat][:want]
     keep_ids = {e.press_id for e in downs}
-    t0 = downs[-1].t_ns + int(rng.uniform(*PAUSE_MS) * _NS_PER_MS)
+    t0 = downs[-1].t_ns + int(round(rng.uniform(*PAUSE_MS))) * _NS_PER_MS
     prefix = [e for e in session if e.is_key and e.press_id in keep_ids and e.t_ns < t0]
     first_id = max((e.press_id for e in session), default=0) + 1
-    if keyboard_attached:
-        prefix.append(Event(downs[-1].t_ns, Kind.ATTACH))
-    return prefix + injected_keys(rng, injector, t0, first_id), len(prefix)
+    payload = injected_keys(rng, injector, t0, first_id)
+    if not keyboard_attached:
+        return prefix + payload, len(prefix)
+    seen = downs[-1].t_ns + int(round(rng.uniform(0.0, arrival_delay_ms))) * _NS_PER_MS
+    if seen < t0:
+        return prefix + [Event(seen, Kind.ATTACH)] + payload, len(prefix) + 1
+    at = next((i for i, e in enumerate(payload) if e.t_ns > seen), len(payload))
+    return prefix + payload[:at] + [Event(seen, Kind.ATTACH)] + payload[at:], len(prefix)
 
 
 def attached(stream: list[Event]) -> list[Event]:
     """A human stream as if typed on a keyboard attached just before its first event."""
     return [Event(stream[0].t_ns, Kind.ATTACH), *stream] if stream else stream
+
+
+def attached_at_pauses(stream: list[Event]) -> list[Event]:
+    """A human stream with a keyboard arriving before every key-down that ends a pause of
+    ``ATTACH_PAUSE_MS`` or more (and before the first)."""
+    out: list[Event] = []
+    last: int | None = None
+    for e in stream:
+        if e.kind == Kind.DOWN and not e.repeat:
+            if last is None or e.t_ns - last >= ATTACH_PAUSE_MS * _NS_PER_MS:
+                out.append(Event(e.t_ns, Kind.ATTACH))
+            last = e.t_ns
+        out.append(e)
+    return out
 
 
 def human_streams(person: UserSessions, keyboard_attached: bool = False) -> list[list[Event]]:
@@ -234,11 +263,14 @@ def _keys_to_detect(events: list[Event], start: int,
 def evaluate(people: Iterable[UserSessions], seed: int = 0,
              progress: Callable[[int], None] | None = None,
              policy: InjectionPolicy | str | None = None, keyboard_attached: bool = True,
-             ) -> dict:
+             arrival_delay_ms: float = 0.0) -> dict:
     """The protocol above over ``people``; deterministic for a seed. Figures per rule. Each
     person is judged alone and then let go, so ``people`` may be read as it goes (a
     :class:`~agent.sources.loading.People`): memory does not grow with the dataset."""
+    if not 0.0 <= arrival_delay_ms <= 60_000.0:
+        raise ValueError("the arrival delay must be 0 to 60,000 ms")
     users = streams = human_keys = trials = 0
+    at_pauses_streams = at_pauses_users = 0
     flagged_streams = dict.fromkeys(RULES, 0)
     flagged_users = dict.fromkeys(RULES, 0)
     by_rule: dict[str, int] = {}
@@ -260,11 +292,17 @@ def evaluate(people: Iterable[UserSessions], seed: int = 0,
                 by_rule[fired["cadence"]] = by_rule.get(fired["cadence"], 0) + 1
         for rule in RULES:
             flagged_users[rule] += user_hit[rule]
+        if keyboard_attached:
+            hits = sum(any(map(InjectionDetector(policy).observe, attached_at_pauses(stream)))
+                       for stream in human_streams(person))
+            at_pauses_streams += hits
+            at_pauses_users += hits > 0
         if typed:           # else (a mouse-only recording) there is no typing to splice into
             trials += 1
             for j, injector in enumerate(INJECTORS):
                 rng = np.random.default_rng([seed, index, j])
-                events, start = spliced_trial(rng, person, injector, keyboard_attached)
+                events, start = spliced_trial(rng, person, injector, keyboard_attached,
+                                              arrival_delay_ms)
                 for rule, k in _keys_to_detect(events, start, _detectors(policy)).items():
                     keys[(rule, injector)].append(k)
         if progress:
@@ -284,6 +322,10 @@ def evaluate(people: Iterable[UserSessions], seed: int = 0,
         "human_users_flagged": flagged_users["cadence"],
         "human_false_positives_by_rule": dict(sorted(by_rule.items())),
     }
+    if keyboard_attached:
+        result["arrival_delay_ms"] = arrival_delay_ms
+        result["human_false_positives_attach_at_pauses"] = at_pauses_streams
+        result["human_users_flagged_attach_at_pauses"] = at_pauses_users
     for rule in RULES:
         prefix = "" if rule == "cadence" else rule + "_"
         if rule != "cadence":
@@ -295,6 +337,8 @@ def evaluate(people: Iterable[UserSessions], seed: int = 0,
             median = float(np.median(found)) if found else None
             result[f"{prefix}keys_to_detect_{injector}"] = median
             result[f"{prefix}keys_to_detect_max_{injector}"] = max(found) if found else None
+            result[f"{prefix}within_5_keys_{injector}_pct"] = \
+                100.0 * sum(k <= 5 for k in found) / total
             result[f"{prefix}missed_{injector}_pct"] = 100.0 * (total - len(found)) / total
     return result
 
@@ -312,6 +356,8 @@ def summary_lines(result: dict) -> list[str]:
                      if result["keyboard_attached"] else "")
     injector_note = (", the injector seen attaching" if result["keyboard_attached"]
                      else ", timing alone (the injector not seen attaching)")
+    if result.get("arrival_delay_ms"):
+        injector_note += f" up to {result['arrival_delay_ms']:g} ms late"
     lines = [
         f"human streams: {result['human_streams']} ({result['users']} people, "
         f"{result['human_keys']} key-downs, each sentence and all of them back to "
@@ -320,6 +366,10 @@ def summary_lines(result: dict) -> list[str]:
         f"({result['human_users_flagged']}), ukip {result['ukip_human_false_positives']} "
         f"({result['ukip_human_users_flagged']}), duckhunt "
         f"{result['duckhunt_human_false_positives']} ({result['duckhunt_human_users_flagged']})",
+        *([f"cadence with a keyboard arriving before every pause of {ATTACH_PAUSE_MS:g} ms or "
+           f"more: {result['human_false_positives_attach_at_pauses']} streams "
+           f"({result['human_users_flagged_attach_at_pauses']} people)"]
+          if result["keyboard_attached"] else []),
         f"injected payloads: {result['trials_per_injector']} per injector, "
         f"{result['payload_chars']} characters"
         f"{injector_note}; "
