@@ -36,6 +36,7 @@ import numpy as np
 
 from agent import decision
 from agent.decision import ScoringWindow, Thresholds, TrustPolicy, Verdict
+from agent.evaluation.injection import JITTER_HOLD_MS, JITTER_MS
 from agent.evaluation.keystroke import MIN_SESSIONS, TEST_SESSIONS, check_enrol, impostors_for
 from agent.features.keystroke import histogram, keystrokes, window_vector
 from agent.model import prior
@@ -46,8 +47,8 @@ from agent.sources.loading import UserSessions
 
 IMPOSTORS = 20
 #: Jittered injectors, as (delay range, hold range) in ms.
-INJECTORS = {"jitter": ((20.0, 120.0), (2.0, 8.0)),
-             "jitter_human_holds": ((20.0, 120.0), (60.0, 140.0)),
+INJECTORS = {"jitter": (JITTER_MS, JITTER_HOLD_MS),     # the injection eval's jittered injector
+             "jitter_human_holds": (JITTER_MS, (60.0, 140.0)),
              "human_pace": ((100.0, 300.0), (60.0, 140.0))}
 
 
