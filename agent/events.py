@@ -39,11 +39,11 @@ class Kind(IntEnum):
     RELEASE = 4
     SCROLL = 5
     ATTACH = 6   # a keyboard was attached (plugged in): no key, no device name, only the time
-    NEW_KEYBOARD = 7  # a keyboard types here for the first time, its first key next (X11)
+    NEW_KEYBOARD = 7  # the keys next may be a keyboard's new here (see Event)
 
 
 KEY_KINDS = frozenset({Kind.DOWN, Kind.UP})
-#: a keyboard new to this machine: its first keys are judged as a just-attached keyboard's
+#: a keyboard's arrival: no key, no device, only the time
 ARRIVALS = frozenset({Kind.ATTACH, Kind.NEW_KEYBOARD})
 
 
@@ -59,8 +59,11 @@ class Event(NamedTuple):
     ``x``, ``y`` and ``button``. ``injected`` is the OS's software-injection flag (pynput's
     ``injected``); ``repeat`` marks a key-down produced by auto-repeat of a held key.
     An ``ATTACH`` or ``NEW_KEYBOARD`` event carries only its time (and ``injected`` when the
-    keyboard is software's): a keyboard appeared, or types for the first time; which one is
-    not kept."""
+    keyboard is software's); which keyboard is not kept. ``ATTACH``: a keyboard appeared (it is
+    audited). ``NEW_KEYBOARD``: the keys next may be a keyboard's that has not typed here (they
+    are judged as a just-attached keyboard's); where the hooks tell keyboards apart (X11 with
+    XInput) it comes before a keyboard's own first key, elsewhere with each ``ATTACH``, as the
+    keys after it may be anyone's."""
 
     t_ns: int
     kind: Kind

@@ -59,6 +59,14 @@ def wait_for(predicate, timeout_s: float = 15.0, every_s: float = 0.05):
         time.sleep(every_s)
 
 
+#: the longest run of fast keys in the Aalto typists' streams (one person): a pause of 1,325 ms,
+#: then 11 keys at machine speed (gaps of 2-10 ms, holds of 2-3 ms), then typing on at a hand's
+#: pace: the keys typed while the recording browser stalled, delivered at once. Its gaps and holds
+#: only; the keys are made up.
+CATCH_UP_GAPS = [1325.0, 4, 2, 10, 4, 3, 4, 3, 6, 3, 5]
+CATCH_UP_HOLDS = [3, 2, 3, 3, 3, 2, 2, 3, 3, 3, 45]
+
+
 def XServer(size: str = "1280x800x24", first: int = 60):
     """A real Xvfb for a test (agent.evaluation.xreplay.Xvfb), or a skip saying what to install."""
     import shutil

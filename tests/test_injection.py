@@ -11,6 +11,7 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+from conftest import CATCH_UP_GAPS, CATCH_UP_HOLDS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -147,14 +148,6 @@ def test_steady_cadence_survives_clock_jitter_and_chords(period):
     assert keys <= HELD_OFF + PRESETS["balanced"].steady_burst_gaps + 2  # two of them Shift
 
 
-#: the longest run of fast keys in the Aalto typists' streams (one person): a pause of 1,325 ms,
-#: then 11 keys at machine speed (gaps of 2-10 ms, holds of 2-3 ms), then typing on at a hand's
-#: pace: the keys typed while the recording browser stalled, delivered at once. Its gaps and holds
-#: only; the keys are made up.
-CATCH_UP_GAPS = [1325.0, 4, 2, 10, 4, 3, 4, 3, 6, 3, 5]
-CATCH_UP_HOLDS = [3, 2, 3, 3, 3, 2, 2, 3, 3, 3, 45]
-
-
 def test_keys_a_stalled_machine_delivers_after_a_pause_are_not_flagged():
     prefix = human(30)
     burst = typing(CATCH_UP_GAPS, CATCH_UP_HOLDS, t0=prefix[-1].t_ns, first_id=1000)
@@ -172,10 +165,25 @@ def test_a_keyboard_arriving_in_the_pause_before_a_stall_is_flagged():
     arrived = protocol.attached_at_pauses(stream)
     downs = [e.t_ns for e in stream if e.kind == Kind.DOWN]
     pauses = sum(b - a >= protocol.ATTACH_PAUSE_MS * MS for a, b in zip(downs, downs[1:]))
-    assert pauses >= 1 and sum(e.kind == Kind.ATTACH for e in arrived) == 1 + pauses
-    assert arrived[0].kind == Kind.ATTACH and [e for e in arrived if e.is_key] == stream
+    assert pauses >= 1 and sum(e.kind == Kind.NEW_KEYBOARD for e in arrived) == 1 + pauses
+    assert arrived[0].kind == Kind.NEW_KEYBOARD and [e for e in arrived if e.is_key] == stream
     assert [d.rule for d in scan(arrived)] == ["new_keyboard"]
     assert scan(protocol.attached(stream)) == []          # arriving at the start: not flagged
+
+
+def test_a_keyboard_attached_is_no_evidence_of_its_own():
+    """Where the hooks tell keyboards apart (X11) an ``ATTACH`` only says that some keyboard
+    came: the same stall right after it is the user's keyboard's, not flagged; the new
+    keyboard's own keys come after a ``NEW_KEYBOARD`` and are judged from their first."""
+    prefix = human(30)
+    burst = typing(CATCH_UP_GAPS, CATCH_UP_HOLDS, t0=prefix[-1].t_ns, first_id=1000)
+    plugged = Event(burst[0].t_ns, Kind.ATTACH)
+    assert scan(prefix + [plugged] + burst) == []
+    assert [d.rule for d in scan(prefix + [arrival_at(burst[0].t_ns)] + burst)] == \
+        ["new_keyboard"]
+    payload = injector(20, 5, t0=after(prefix))
+    keys, found = keys_to_detect(prefix + [plugged, arrival_at(payload[0].t_ns)], payload)
+    assert (keys, found.rule) == (5, "new_keyboard")
 
 
 def test_the_same_keys_with_no_pause_to_hold_them_are_flagged():
@@ -253,18 +261,16 @@ def test_fast_injector_caught_within_5_keys_when_strict(period):
     assert keys is not None and keys <= 5
 
 
-ATTACH = Event(0, Kind.ATTACH)
-
-
-def attach_at(t_ns: int) -> Event:
-    return ATTACH._replace(t_ns=t_ns)
+def arrival_at(t_ns: int) -> Event:
+    """A keyboard new here: the keys next may be its own (``NEW_KEYBOARD``)."""
+    return Event(t_ns, Kind.NEW_KEYBOARD)
 
 
 @pytest.mark.parametrize("period", [1, 5, 10, 20])
 def test_injector_seen_attaching_is_caught_within_5_keys(period):
     prefix = human(30)
     payload = injector(60, period, t0=after(prefix))
-    keys, found = keys_to_detect(prefix + [attach_at(prefix[-1].t_ns)], payload)
+    keys, found = keys_to_detect(prefix + [arrival_at(prefix[-1].t_ns)], payload)
     assert (keys, found.rule) == (5, "new_keyboard")      # a stall does not excuse a new keyboard
     assert keys_to_detect(prefix, payload)[0] == HELD_OFF + 5  # not seen attaching: the steady rule
 
@@ -276,7 +282,7 @@ def test_new_keyboard_rule_covers_gui_r_and_a_pause_before_the_string():
     t0 = after(prefix)
     opener = typing([0.0], [3.0], [KeyClass.LEFT_LETTER], t0=t0, first_id=1000, chords={0})
     string = injector(20, 5, t0=t0 + 600 * MS, first_id=1100)
-    keys, found = keys_to_detect(prefix + [attach_at(prefix[-1].t_ns)], opener + string)
+    keys, found = keys_to_detect(prefix + [arrival_at(prefix[-1].t_ns)], opener + string)
     assert (keys, found.rule) == (7, "new_keyboard")
 
 
@@ -284,7 +290,7 @@ def test_an_attach_seen_late_counts_the_fast_run_so_far():
     """A poll that sees the keyboard after its 4th key: the 5th key fires, not the 6th."""
     payload = injector(20, 5)
     downs = [i for i, e in enumerate(payload) if e.kind == Kind.DOWN]
-    late = payload[:downs[4]] + [attach_at(payload[downs[3]].t_ns)] + payload[downs[4]:]
+    late = payload[:downs[4]] + [arrival_at(payload[downs[3]].t_ns)] + payload[downs[4]:]
     keys, found = keys_to_detect([], late)
     assert (keys, found.rule) == (5, "new_keyboard")
 
@@ -297,10 +303,10 @@ def test_new_keyboard_rule_lapses_after_its_keys():
     pecks = typing([1500.0] * policy.new_keyboard_keys, [90.0] * policy.new_keyboard_keys)
     burst = typing([800.0, 4, 3, 3, 3], [3, 2, 2, 2, 2], t0=pecks[-1].t_ns, first_id=1000)
     detector = InjectionDetector(policy)
-    events = [attach_at(pecks[0].t_ns - MS), *pecks, *burst]
+    events = [arrival_at(pecks[0].t_ns - MS), *pecks, *burst]
     assert [d for d in map(detector.observe, events) if d] == []
     fresh = InjectionDetector(policy)
-    fired = [d for d in map(fresh.observe, [*pecks, attach_at(pecks[-1].t_ns), *burst]) if d]
+    fired = [d for d in map(fresh.observe, [*pecks, arrival_at(pecks[-1].t_ns), *burst]) if d]
     assert [d.rule for d in fired] == ["new_keyboard"]
 
 
@@ -313,7 +319,7 @@ def test_new_keyboard_window_closes_once_a_hand_types_on_it():
         keys = typing(gaps_ms, [90.0] * len(gaps_ms))
         burst = typing([1500.0, 4, 3, 3, 3], [3, 2, 2, 2, 2], t0=keys[-1].t_ns, first_id=1000)
         return [d.rule for d in map(InjectionDetector().observe,
-                                    [attach_at(T0 - MS), *keys, *burst]) if d]
+                                    [arrival_at(T0 - MS), *keys, *burst]) if d]
     assert after_attach([0.0, 150.0, 180.0]) == []
     assert after_attach([0.0, 150.0]) == ["new_keyboard"]
     assert after_attach([0.0, 1200.0, 1100.0]) == ["new_keyboard"]
@@ -329,7 +335,7 @@ def test_the_gap_from_a_key_typed_before_the_arrival_is_not_the_new_keyboards():
     opener = typing([0.0], [3.0], [KeyClass.LEFT_LETTER], t0=last + 300 * MS, first_id=1000,
                     chords={0})
     string = injector(20, 5, t0=last + 900 * MS, first_id=1100)
-    keys, found = keys_to_detect(prefix + [attach_at(last + 100 * MS)], opener + string)
+    keys, found = keys_to_detect(prefix + [arrival_at(last + 100 * MS)], opener + string)
     assert (keys, found.rule) == (7, "new_keyboard")
 
 
@@ -337,13 +343,13 @@ def test_a_human_on_a_keyboard_just_attached_is_not_flagged():
     """Fast typing with rollover (two keys down at once) opening on a new keyboard."""
     for seed in range(20):
         stream = human(40, seed=seed, gap_median=90.0, gap_sigma=0.5)
-        assert scan([attach_at(stream[0].t_ns), *stream]) == [], seed
+        assert scan([arrival_at(stream[0].t_ns), *stream]) == [], seed
 
 
 def test_relaxed_has_no_new_keyboard_rule():
     prefix = human(30)
     payload = injector(60, 5, t0=after(prefix))
-    keys, found = keys_to_detect(prefix + [attach_at(prefix[-1].t_ns)], payload, "relaxed")
+    keys, found = keys_to_detect(prefix + [arrival_at(prefix[-1].t_ns)], payload, "relaxed")
     assert found is not None and found.rule != "new_keyboard" and keys > 5
 
 
@@ -731,12 +737,12 @@ def test_real_typists_on_a_keyboard_just_attached_are_not_flagged(twenty_people)
 @pytest.mark.parametrize("delay_ms", [0.0, 60_000.0])
 def test_an_arrival_seen_late_lands_in_time_order(twenty_people, delay_ms):
     """Windows and macOS see a keyboard arrive at their next poll: with ``arrival_delay_ms``
-    the ATTACH comes up to that much after the cut, among the payload's keys if it is later
+    the arrival comes up to that much after the cut, among the payload's keys if it is later
     than their start; the keys are counted from the first injected one all the same."""
     person = twenty_people[0]
     events, start = protocol.spliced_trial(np.random.default_rng(1), person, "5ms", True,
                                            delay_ms)
-    (at,) = [i for i, e in enumerate(events) if e.kind == Kind.ATTACH]
+    (at,) = [i for i, e in enumerate(events) if e.kind == Kind.NEW_KEYBOARD]
     if delay_ms == 0:
         assert at == start - 1 and events[at].t_ns < events[start].t_ns
     else:                                       # seen after the payload began: in time order

@@ -107,7 +107,7 @@ def test_streams_are_each_session_and_the_day_and_can_open_on_a_new_keyboard(aal
     assert len(plain) == sum(len(p.sessions) + 1 for p in people)
     opened = script.streams(people, keyboard_attached=True)
     assert [s[1:] for s in opened] == plain
-    assert {s[0].kind.name for s in opened} == {"ATTACH"}
+    assert {s[0].kind.name for s in opened} == {"NEW_KEYBOARD"}
 
 
 def person(gaps_ms: list[int], holds_ms=(40,)):

@@ -131,12 +131,27 @@ def _raises(exc):
 
 
 def test_live_source_queues_an_attach_with_its_time_only(monkeypatch):
+    """Hooks that cannot tell keyboards apart (pynput's, and these, not started) put the keys
+    after an attach under the new-keyboard rule: an ATTACH, then a NEW_KEYBOARD, times only."""
     monkeypatch.setattr(live, "clock_ns", lambda: 123)
     source = LiveSource()
+    assert source.keyboard_identity is False
     source.keyboard_attached()
-    event = source.queue.get_nowait()
-    assert event.kind == Kind.ATTACH and event.t_ns == 123
-    assert event.key is None and event.press_id == -1 and not event.is_key
+    events = [source.queue.get_nowait(), source.queue.get_nowait()]
+    assert source.queue.empty()
+    assert [(e.kind, e.t_ns) for e in events] == [(Kind.ATTACH, 123), (Kind.NEW_KEYBOARD, 123)]
+    assert all(e.key is None and e.press_id == -1 and not e.is_key for e in events)
+
+
+def test_hooks_that_tell_keyboards_apart_queue_the_attach_alone(monkeypatch):
+    """On X11 with XInput the hooks put a NEW_KEYBOARD before each keyboard's own first key
+    (``test_xrecord``): an attach only says that a keyboard came, and the user's keys after it
+    are not a new keyboard's (the live agent test types a stall's keys after one)."""
+    monkeypatch.setattr(LiveSource, "keyboard_identity", property(lambda self: True))
+    source = LiveSource()
+    source.keyboard_attached()
+    assert source.queue.get_nowait().kind == Kind.ATTACH
+    assert source.queue.empty()
 
 
 def test_an_x_error_while_starting_the_watch_leaves_the_hooks_alone(xserver, monkeypatch, caplog):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fullscreen_viewer, stop_agent
+from conftest import CATCH_UP_GAPS, CATCH_UP_HOLDS, fullscreen_viewer, stop_agent
 from conftest import wait_for as _wait_for
 
 from agent.evaluation.xreplay import XTEST_AS_HANDS, TrayHost, XTyper
@@ -227,6 +227,21 @@ def payload(gap_ms, hold_ms, keys=60, seed=0):
     return sorted(events, key=lambda e: e.t_ns)
 
 
+def stall() -> list:
+    """A key at a hand's pace, then an Aalto typist's stall (``CATCH_UP_GAPS``): the keys typed
+    while the machine stalled, delivered at once, of three classes."""
+    from agent.events import Event, KeyClass, Kind
+    classes = [KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER, KeyClass.SPACE]
+    events = [Event(0, Kind.DOWN, classes[0], 0), Event(90 * 10**6, Kind.UP, classes[0], 0)]
+    t = 0.0
+    for i, (gap, hold) in enumerate(zip(CATCH_UP_GAPS, CATCH_UP_HOLDS), start=1):
+        t += gap
+        cls = classes[i % 3]
+        events += [Event(int(t * 1e6), Kind.DOWN, cls, i),
+                   Event(int((t + hold) * 1e6), Kind.UP, cls, i)]
+    return sorted(events, key=lambda e: (e.t_ns, e.kind))
+
+
 def story(agent) -> str:
     """What the agent did lately, for a failing assertion's message: its last audit entries
     (numbers and states only), its status, and the end of its own log with where each of its
@@ -365,10 +380,12 @@ def attaches(agent) -> list[dict]:
 def test_an_injector_is_locked_on_its_5th_key_even_after_the_user_types_on(scenario):
     """A new keyboard appears in the X server (``xinput create-master`` adds a master with an
     XTEST keyboard of its own, as a USB injector enumerating adds one). The attach is audited,
-    with nothing of the device. The user then types 12 keys on their own keyboard, past the
-    attach's window, as a dormant injector (an O.MG cable) would wait; then the new keyboard
-    types 5 keys at 5 ms. The hooks see that this keyboard has never typed here: the 5th key
-    locks the session."""
+    with nothing of the device. At once the user's own keyboard delivers a stall's queued keys
+    (the Aalto typist's: 10 gaps of 2-10 ms after 1,325 ms, as a machine busy with a dock just
+    plugged in would): the hooks see whose keys they are, and do not judge them as the new
+    keyboard's. The user types 12 keys more, as a dormant injector (an O.MG cable) would wait;
+    then the new keyboard types 5 keys at 5 ms. The hooks see that this keyboard has never
+    typed here: the 5th key locks the session."""
     agent, typer, display = scenario["agent"], scenario["typer"], scenario["display"]
     from Xlib import X
     assert wait_for(lambda: agent.status().get("state") in ("learning", "protecting"),
@@ -381,6 +398,7 @@ def test_an_injector_is_locked_on_its_5th_key_even_after_the_user_types_on(scena
     try:
         assert wait_for(lambda: len(attaches(agent)) > attached, 10), story(agent)
         assert set(attaches(agent)[-1]) == {"time", "kind"}   # that a keyboard came: no more
+        typer.replay_server_timed(stall())
         typer.replay(payload(lambda rng, n: rng.uniform(150, 250, n), hold_ms=90.0, keys=12))
         assert not wait_for(lambda: len(injection_entries(agent)) > before, 1), story(agent)
         keys = payload(lambda rng, n: np.full(n, 5.0), hold_ms=3.0, keys=5)

@@ -114,6 +114,7 @@ def test_a_keyboard_attached_before_an_injection_is_audited_and_locks_on_its_5th
     pipeline = Pipeline(Policy(injection_new_keyboard=new_keyboard), None, cell_weights())
     effects = pipeline.feed(Event(10 * MS, Kind.ATTACH))
     assert effects == [Audit("keyboard_attached", {})]
+    assert pipeline.feed(Event(10 * MS, Kind.NEW_KEYBOARD)) == []   # its keys next: judged
     keys = 0
     for event in _payload(900 * MS):
         keys += event.kind == Kind.DOWN
@@ -192,6 +193,7 @@ def test_an_injector_at_the_lock_screen_is_reported_once_and_counted_at_unlock()
     pipeline.session_locked(True)
     assert pipeline.feed(Event(10 * MS, Kind.ATTACH)) == [
         Audit("keyboard_attached", {"while_locked": True})]
+    assert pipeline.feed(Event(10 * MS, Kind.NEW_KEYBOARD)) == []
     effects = _until_injection(pipeline, _payload(900 * MS))
     (audit,) = [e for e in effects if isinstance(e, Audit)]
     assert audit.kind == "injection" and audit.fields["while_locked"] is True
@@ -249,6 +251,7 @@ def test_a_pause_is_no_way_round_the_injection_rule(typists):
     assert pipeline.state == "paused" and pipeline.enrol_keys == 0 \
         and pipeline._keys_in_buffer == 0
     assert pipeline.feed(Event(10**14, Kind.ATTACH)) == [Audit("keyboard_attached", {})]
+    assert pipeline.feed(Event(10**14, Kind.NEW_KEYBOARD)) == []
     payload = _payload(10**14 + 900 * MS)
     effects = _until_injection(pipeline, payload[:9])             # on its 5th key-down
     (audit,) = [e for e in effects if isinstance(e, Audit)]

@@ -16,17 +16,21 @@ payload. Timestamps are whole milliseconds, like the dataset's. Injectors:
   holds of 2 to 8 ms.
 
 With ``keyboard_attached`` (the default) the injector is seen arriving, as the agent sees a USB
-device enumerate: an ``ATTACH`` event at the cut, before the pause (``arrival_delay_ms``: seen
-up to that much later, in time order, as a once-a-second poll sees it on Windows and macOS,
-possibly after the payload's first keys). A USB injector cannot type without arriving, and the
-agent watches for arrivals on every system. The human streams then open with an ``ATTACH``
-each (every sentence, every day stream), as if the person had plugged in a keyboard just
-before typing it; every stream is judged by every rule a stream without it is, and more. The
-worse case is counted beside it (``human_false_positives_attach_at_pauses``): an ``ATTACH``
-before every key-down that ends a pause of ``ATTACH_PAUSE_MS`` or more, where a stalled
-machine's queued keys could follow (a keyboard arriving, or a Bluetooth one reconnecting, in
-mid-typing). Without ``keyboard_attached``, the rule has key timing alone (an agent that could
-not see the keyboard come).
+device enumerate: a ``NEW_KEYBOARD`` event at the cut, before the pause (``arrival_delay_ms``:
+seen up to that much later, in time order, as a once-a-second poll sees it on Windows and
+macOS, possibly after the payload's first keys; on X11 the event comes right before the
+keyboard's first key, which the rule judges alike). A USB injector cannot type without
+arriving, and the agent watches for arrivals on every system. The human streams then open with
+a ``NEW_KEYBOARD`` each (every sentence, every day stream), as if the person had plugged in a
+keyboard just before typing it; every stream is judged by every rule a stream without it is,
+and more. The worse case is counted beside it (``human_false_positives_attach_at_pauses``): a
+``NEW_KEYBOARD`` before every key-down that ends a pause of ``ATTACH_PAUSE_MS`` or more, where
+a stalled machine's queued keys could follow (a keyboard arriving, or a Bluetooth one
+reconnecting, in mid-typing). That is the agent where the hooks cannot tell keyboards apart
+(Windows, macOS): there any keyboard's arrival puts the next keys in the window. On X11 only
+the arriving keyboard's own keys are, so it is a Bluetooth keyboard reconnecting with keys
+queued. Without ``keyboard_attached``, the rule has key timing alone (an agent that could not
+see the keyboard come).
 
 Keys are drawn as a payload looks (a command line): letters, spaces, punctuation, digits, a few
 Enters and Tabs; 12% of characters need Shift, and half the payloads open with GUI+r (with no
@@ -208,14 +212,14 @@ def spliced_trial(rng: np.random.Generator, person: UserSessions, injector: str,
         return prefix + payload, len(prefix)
     seen = downs[-1].t_ns + int(round(rng.uniform(0.0, arrival_delay_ms))) * _NS_PER_MS
     if seen < t0:
-        return prefix + [Event(seen, Kind.ATTACH)] + payload, len(prefix) + 1
+        return prefix + [Event(seen, Kind.NEW_KEYBOARD)] + payload, len(prefix) + 1
     at = next((i for i, e in enumerate(payload) if e.t_ns > seen), len(payload))
-    return prefix + payload[:at] + [Event(seen, Kind.ATTACH)] + payload[at:], len(prefix)
+    return prefix + payload[:at] + [Event(seen, Kind.NEW_KEYBOARD)] + payload[at:], len(prefix)
 
 
 def attached(stream: list[Event]) -> list[Event]:
     """A human stream as if typed on a keyboard attached just before its first event."""
-    return [Event(stream[0].t_ns, Kind.ATTACH), *stream] if stream else stream
+    return [Event(stream[0].t_ns, Kind.NEW_KEYBOARD), *stream] if stream else stream
 
 
 def attached_at_pauses(stream: list[Event]) -> list[Event]:
@@ -226,7 +230,7 @@ def attached_at_pauses(stream: list[Event]) -> list[Event]:
     for e in stream:
         if e.kind == Kind.DOWN and not e.repeat:
             if last is None or e.t_ns - last >= ATTACH_PAUSE_MS * _NS_PER_MS:
-                out.append(Event(e.t_ns, Kind.ATTACH))
+                out.append(Event(e.t_ns, Kind.NEW_KEYBOARD))
             last = e.t_ns
         out.append(e)
     return out

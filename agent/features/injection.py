@@ -39,8 +39,8 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     not caught up. Hands roll two or three keys that fast, never a dozen. In Aalto, once the
     catch-up is taken out, no run has more than 2 such gaps; the default (8) keeps a margin.
 ``new_keyboard``
-    a keyboard was just attached (an ``ATTACH`` event: a USB injector enumerates as one moments
-    before it types) and ``new_keyboard_gaps`` (4) press-to-press gaps in a row, each <=
+    a keyboard was just attached (a ``NEW_KEYBOARD`` event: a USB injector enumerates as one
+    moments before it types) and ``new_keyboard_gaps`` (4) press-to-press gaps in a row, each <=
     ``burst_gap_ms`` (caught up or not), end within its first ``new_keyboard_keys`` (8)
     key-downs: 5 keys at machine speed, or GUI+r, the pause a payload leaves for the Run box,
     then 5 keys. A hand on a keyboard it has just plugged in does not open that fast; the Aalto
@@ -50,9 +50,14 @@ Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is 
     gaps at a hand's pace (over ``burst_gap_ms``, under ``pause_ms``; the gap from a key before
     the arrival does not count): an injector's keys before its payload are chords (one HID
     report) and at most one DELAY, a person's are typing, and those Aalto bursts all follow a
-    pause after keys at a hand's pace (with it, no window up to 32 keys matches any of them). On
-    X11 a ``NEW_KEYBOARD`` event (a keyboard's first key since the agent started) opens the same
-    window: an injector plugged in earlier, or lying dormant, is still a keyboard of its own.
+    pause after keys at a hand's pace (with it, no window up to 32 keys matches any of them).
+    On X11 the event comes before the keyboard's own first key since the agent started: an
+    injector plugged in earlier, or lying dormant, is still a keyboard of its own, and a
+    keyboard plugged in while the user types (a headset, a dock, a YubiKey) puts none of the
+    user's keys in the window. Where the hooks cannot tell keyboards apart (Windows, macOS) it
+    comes with the attach, and the keys after it may be anyone's: a stall's queued keys among
+    the user's first 8 after it match (the limit ``cadence eval injection`` counts as
+    ``human_false_positives_attach_at_pauses``).
 ``steady_burst``
     ``steady_burst_gaps`` press-to-press gaps in a row, each <= ``burst_gap_ms``, not caught up,
     and all within ``steady_burst_range_ms`` (2 ms) of each other: a machine's fixed delay at
@@ -109,7 +114,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, replace
 
-from agent.events import ARRIVALS, Event, Kind
+from agent.events import Event, Kind
 
 _NS_PER_MS = 1_000_000
 _MAX_HELD = 32          # pending presses kept for pairing; older ones are forgotten
@@ -264,7 +269,7 @@ class InjectionDetector:
         if event.injected and self.policy.allow_software_injected:
             return None
         if kind != Kind.DOWN and kind != Kind.UP:
-            if kind in ARRIVALS:
+            if kind == Kind.NEW_KEYBOARD:
                 self._new_keyboard_keys = self.policy.new_keyboard_keys
                 self._arrival, self._paced = self.keys_observed, 0
             return None

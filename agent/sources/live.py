@@ -147,9 +147,16 @@ class LiveSource:
                   started)
 
     def keyboard_attached(self) -> None:
-        """A keyboard appeared (plugged in): its first keys are judged as a new keyboard's."""
+        """A keyboard appeared (plugged in): audited. Its first keys are judged as a new
+        keyboard's: where the hooks tell keyboards apart, from its own first key (a
+        ``NEW_KEYBOARD`` the hooks put before it); elsewhere from now on, whoever types (a
+        headset or a dock plugged in while the user types puts the user's next keys under
+        that rule too)."""
         started = time.perf_counter_ns()
-        self._put(Event(clock_ns(), Kind.ATTACH), started)
+        now = clock_ns()
+        self._put(Event(now, Kind.ATTACH), started)
+        if not self.keyboard_identity:
+            self._put(Event(now, Kind.NEW_KEYBOARD), started)
 
     def new_keyboard(self, t_ns: int, injected: bool) -> None:
         """A keyboard types here for the first time (its first key comes next): judged as a
