@@ -197,7 +197,7 @@ class Pipeline:
             self.injection.observe(event)  # its first keys are judged as a new keyboard's
             if event.kind != Kind.ATTACH:
                 return []
-            locked = self._session_is_locked()
+            locked = self.session_is_locked
             return [Audit("keyboard_attached", {"while_locked": True} if locked else {})]
         if self.state in WATCHING or self.holding():
             return self._watch(event)
@@ -242,7 +242,7 @@ class Pipeline:
         if self._reported:
             self._injections_unreported += 1
             return []
-        if not self._session_is_locked():     # the injection's own action
+        if not self.session_is_locked:     # the injection's own action
             return self._injection(detection)
         self._reported = True
         self.last_verdict = "injection"
@@ -251,7 +251,8 @@ class Pipeline:
                 Notify("Cadence: " + INJECTION_MESSAGE + " while the session was locked",
                        "Reason: injection")]
 
-    def _session_is_locked(self) -> bool:
+    @property
+    def session_is_locked(self) -> bool:
         """Locked, or degraded with the session locked meanwhile (what it goes back to)."""
         return self.state == "locked" or (self.state == "degraded" and
                                           self._before_pause == "locked")
@@ -441,9 +442,9 @@ class Pipeline:
             return effects
         self.state = "alert"
         self.reason = reason
-        effects.append(Notify("Cadence: " + message, "Reason: " + reason))
-        if action == "lock":
+        if action == "lock":               # before the notification, which may take seconds
             effects.append(Lock(reason))
+        effects.append(Notify("Cadence: " + message, "Reason: " + reason))
         return effects
 
     def _injection(self, detection) -> list:
@@ -501,7 +502,7 @@ class Pipeline:
         return {"injections_unreported": unreported} if unreported else {}
 
     def lock_failed(self, method: str) -> list:
-        if self._session_is_locked():      # locked meanwhile: nothing more to do
+        if self.session_is_locked:      # locked meanwhile: nothing more to do
             return [Audit("lock_failed", {"method": method})]
         if self.state == "degraded":       # it stays so; the alert is what it goes back to
             self._before_pause, self._reason_before = "alert", "lock-failed"
@@ -513,10 +514,11 @@ class Pipeline:
 
     def pause(self) -> list:
         """The user pauses protection from the tray, if the policy allows it (the same line
-        resumes it): not out of a state the agent did not choose (locked, degraded)
-        nor while a verdict holds (an impostor could pause and resume it away)."""
-        if not self.policy.allow_pause or self.state in ("paused", "locked", "degraded") \
-                or self.holding():
+        resumes it): not out of a state the agent did not choose (locked, degraded, an alert)
+        nor while a verdict holds (an impostor could pause and resume it away). The trust
+        level stays as it was: a resume is no fresh start."""
+        if not self.policy.allow_pause or self.holding() or \
+                self.state in ("paused", "locked", "degraded", "alert"):
             return []
         self._before_pause, self._reason_before = ("protecting" if self.profile
                                                    else "learning"), None
@@ -529,9 +531,6 @@ class Pipeline:
         if self.state != "paused":
             return []
         self.state, self.reason = self._before_pause, None
-        if not self.holding():             # an injection observed while paused still holds
-            self.last_verdict = "ok"
-        self.trust = decision.reset()
         return [Audit("state", {"state": self.state})]
 
     def degrade(self, reason: str | None) -> list:

@@ -56,12 +56,13 @@ REQUESTS = ("enroll-restart", "forget", "pause", "resume")
 WORKER_FAILURES_ERROR = 3  # worker steps failing in a row that show the agent in error
 
 
-def tick_interval(quiet_s: float, state: str) -> float:
+def tick_interval(quiet_s: float, locked: bool) -> float:
     """How long the worker sleeps when no input comes. A second while the user is around: the
     tray and the ``cadence`` command are used with the keyboard and mouse, so their requests
-    find the worker attentive; ``UNLOCK_CHECK_S`` while locked; ``IDLE_TICK_S`` once input has
-    stopped, so an idle agent wakes less than once a second."""
-    if state == "locked":
+    find the worker attentive; ``UNLOCK_CHECK_S`` while the session is locked (the agent
+    degraded meanwhile or not); ``IDLE_TICK_S`` once input has stopped, so an idle agent wakes
+    less than once a second."""
+    if locked:
         return UNLOCK_CHECK_S
     return TICK_S if quiet_s < LOCK_CHECK_S else IDLE_TICK_S
 
@@ -210,7 +211,8 @@ class Agent:
         decisions use the events' own times, so batching does not change them."""
         last_tick = 0.0
         while not self.stopping.is_set():
-            tick = tick_interval(time.monotonic() - self._hook_events_at, self.pipeline.state)
+            tick = tick_interval(time.monotonic() - self._hook_events_at,
+                                 self.pipeline.session_is_locked)
             try:
                 batch = [self.source.queue.get(timeout=tick)]
             except queue.Empty:
@@ -342,8 +344,8 @@ class Agent:
         """Learn whether the session is locked. Not while the user types (the X check briefly
         grabs the keyboard, and the pointer if the keyboard is held): ``LOCK_CHECK_S`` after
         input stops, then at doubling intervals (an idle agent stays quiet); every
-        ``UNLOCK_CHECK_S`` while it knows it is locked."""
-        if self.pipeline.state == "locked":
+        ``UNLOCK_CHECK_S`` while it knows it is locked (degraded meanwhile or not)."""
+        if self.pipeline.session_is_locked:
             due = now - self._last_lock_check >= UNLOCK_CHECK_S
         else:
             quiet = now - self._hook_events_at

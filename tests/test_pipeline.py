@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from agent.decision import TrustState
 from agent.events import Event, KeyClass, Kind
 from agent.model.detector import RankShift
 from agent.model.prior import cell_weights
@@ -174,6 +175,13 @@ def test_locked_paused_and_degraded_ignore_input_and_come_back():
     assert pipeline.status()["detail"].startswith("an input hook is silent")
     pipeline.degrade(None)
     assert pipeline.state == "learning"
+
+
+def test_the_lock_comes_before_the_notification():
+    """A notification can take seconds (a desktop service to start): the lock is not kept
+    waiting behind it while a payload types on."""
+    effects = _until_injection(Pipeline(Policy(), None, cell_weights()), _payload(900 * MS))
+    assert [type(e) for e in effects] == [Audit, Lock, Notify]
 
 
 def _until_injection(pipeline, events) -> list:
@@ -359,10 +367,10 @@ def test_mouse_evidence_moves_trust_and_locks_a_clicking_impostor(balabit_dir):
 
 def test_the_worker_sleeps_longer_once_input_stops():
     from agent.runtime import IDLE_TICK_S, LOCK_CHECK_S, TICK_S, UNLOCK_CHECK_S, tick_interval
-    assert tick_interval(0.5, "protecting") == TICK_S == 1.0  # the user is around
-    assert tick_interval(LOCK_CHECK_S + 1, "protecting") == IDLE_TICK_S > 1.0  # idle
-    assert tick_interval(LOCK_CHECK_S + 1, "learning") == IDLE_TICK_S
-    assert tick_interval(3600, "locked") == UNLOCK_CHECK_S  # watch for the unlock
+    assert tick_interval(0.5, False) == TICK_S == 1.0  # the user is around
+    assert tick_interval(LOCK_CHECK_S + 1, False) == IDLE_TICK_S > 1.0  # idle
+    assert tick_interval(3600, True) == UNLOCK_CHECK_S  # watch for the unlock
+    assert tick_interval(0.5, True) == UNLOCK_CHECK_S
 
 
 def test_an_observed_injection_does_not_release_an_impostor_hold():
@@ -413,20 +421,32 @@ def test_degraded_while_locked_comes_back_locked():
     assert pipeline.last_verdict == "ok" and not pipeline.holding()
 
 
-@pytest.mark.parametrize("why", ["degraded", "held"])
-def test_pause_is_refused_while_degraded_or_held(why):
+@pytest.mark.parametrize("why", ["degraded", "held", "alert"])
+def test_pause_is_refused_while_degraded_held_or_alerting(why):
     """A pause must not lead out of a state the agent did not choose: a keyring that keeps the
-    profile locked (resuming would learn a new profile over it), or a verdict's hold (an
-    impostor could pause and resume it away)."""
+    profile locked (resuming would learn a new profile over it), a verdict's hold or an
+    "unusual typing" alert (an impostor could pause and resume it away)."""
     pipeline = Pipeline(Policy(action="alert"), None, cell_weights())
     if why == "degraded":
         pipeline.degrade("keyring-locked")
     else:
         pipeline.profile = object()
-        pipeline._verdict("impostor", 9.0, "keyboard")
+        pipeline._verdict("impostor" if why == "held" else "suspect", 9.0, "keyboard")
     before = pipeline.state
     assert pipeline.pause() == [] and pipeline.state == before
     assert pipeline.resume() == [] and pipeline.state == before
+
+
+def test_a_resume_keeps_the_trust_level_from_before_the_pause():
+    """Trust fallen short of an alert stays fallen across a pause: pause and resume are no
+    way to a fresh start for someone whose typing the agent doubts."""
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    pipeline.profile = object()
+    pipeline.state = "protecting"
+    pipeline.trust = TrustState(trust=55.0, windows=12)
+    assert [e.kind for e in pipeline.pause()] == ["state"]
+    assert [e.kind for e in pipeline.resume()] == ["state"]
+    assert pipeline.state == "protecting" and pipeline.trust == TrustState(trust=55.0, windows=12)
 
 
 def test_a_suspect_window_after_an_observed_verdict_alerts():

@@ -141,3 +141,25 @@ def test_a_worker_that_keeps_failing_shows_error_until_a_step_succeeds(tmp_path,
     monkeypatch.setattr(agent.pipeline, "feed", real_feed)
     agent._step([key._replace(t_ns=2)], None)
     assert agent.status()["state"] == "learning"
+
+
+def test_a_degraded_agent_at_the_lock_screen_watches_for_the_unlock(tmp_path, monkeypatch,
+                                                                     xserver):
+    """Degraded (a keyring not yet unlocked) while the session is locked: the agent checks for
+    the unlock as often as when it is locked, the user typing or not, so keys after the unlock
+    are not taken for the lock screen's (where an injector can only be reported)."""
+    import time
+
+    from agent.runtime import UNLOCK_CHECK_S, tick_interval
+    monkeypatch.setenv("DISPLAY", xserver.name)           # a real X server, nothing grabbed
+    agent = agent_here(tmp_path)
+    agent._execute(agent.pipeline.degrade("keyring-locked"))
+    agent._session_locked(True)
+    assert agent.pipeline.session_is_locked and agent.pipeline.state == "degraded"
+    now = time.monotonic()
+    assert tick_interval(0.0, agent.pipeline.session_is_locked) == UNLOCK_CHECK_S
+    agent._hook_events_at = now                            # the user types
+    agent._last_lock_check = now - UNLOCK_CHECK_S
+    agent._check_lock(now)
+    assert not agent.pipeline.session_is_locked
+    assert (agent.pipeline.state, agent.pipeline.reason) == ("degraded", "keyring-locked")
