@@ -103,6 +103,20 @@ def _settings():
     return paths, policy.load(paths.settings, last_good=paths.data / "policy.last-good.json")
 
 
+def with_enrolment(settings, keystrokes: int | None):
+    """``cadence run --enrol-keystrokes N``: this run's enrolment length, unless the
+    organisation's policy sets it (managed keys win over the user's)."""
+    import dataclasses
+    if keystrokes is None:
+        return settings
+    if "enrol_keystrokes" in settings.managed:
+        log.warning("--enrol-keystrokes is ignored: the organisation's policy sets "
+                    "enrol_keystrokes (%d)", settings.policy.enrol_keystrokes)
+        return settings
+    return dataclasses.replace(settings, policy=dataclasses.replace(
+        settings.policy, enrol_keystrokes=keystrokes))
+
+
 def cmd_run(args) -> int:
     import faulthandler
     import signal
@@ -111,10 +125,7 @@ def cmd_run(args) -> int:
     from agent.runtime import Agent
     from agent.system.instance import AlreadyRunning
     paths, settings = _settings()
-    if args.enrol_keystrokes is not None:
-        import dataclasses
-        settings = dataclasses.replace(settings, policy=dataclasses.replace(
-            settings.policy, enrol_keystrokes=args.enrol_keystrokes))
+    settings = with_enrolment(settings, args.enrol_keystrokes)
     tray = None
     if not args.no_tray:
         from agent.system import autostart

@@ -164,6 +164,10 @@ class Agent:
             pass
 
     def _load_profile(self) -> Profile | None:
+        """The stored profile, or None. A keyring that cannot be reached is reported once, not
+        at every retry (``KEY_RETRY_S``): the retries would flood the audit log and the SIEM,
+        and push real alerts out of a sink's spool while its collector is down."""
+        reported, self._key_unavailable = self._key_unavailable, False
         try:
             return self.store.load()
         except TamperError as exc:
@@ -174,9 +178,10 @@ class Agent:
                          "Cadence is learning your typing again.")
             return None
         except KeyUnavailableError as exc:
-            log.error("%s", exc)
             self._key_unavailable = True
-            self.audit.record("store_error", reason="key-unavailable")
+            if not reported:
+                log.error("%s", exc)
+                self.audit.record("store_error", reason="key-unavailable")
             return None
         except StoreError as exc:
             log.error("%s", exc)
@@ -289,7 +294,6 @@ class Agent:
     def _retry_profile(self, now: float) -> None:
         """The keyring was locked at start: try again; never overwrite the stored profile."""
         self._last_key_retry = now
-        self._key_unavailable = False
         profile = self._load_profile()
         if self._key_unavailable:
             return                          # still locked

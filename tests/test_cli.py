@@ -95,3 +95,15 @@ def test_a_profile_that_cannot_be_read_is_named_not_a_traceback(tmp_path):
         out = cadence(tmp_path, *args)
         assert "Traceback" not in out.stderr, out.stderr
         assert "profile.enc" in out.stdout + out.stderr
+
+
+def test_enrol_keystrokes_on_the_command_line_does_not_override_a_managed_value(caplog):
+    from agent.cli import with_enrolment
+    from agent.policy import merge
+    user = merge([("settings.toml", {"enrol_keystrokes": 2000}, False)])
+    assert with_enrolment(user, 300).policy.enrol_keystrokes == 300
+    assert with_enrolment(user, None) is user
+    managed = merge([("settings.toml", {}, False), ("policy.toml", {"enrol_keystrokes": 5000}, True)])
+    with caplog.at_level("WARNING", logger="cadence"):
+        assert with_enrolment(managed, 300).policy.enrol_keystrokes == 5000
+    assert "organisation's policy sets enrol_keystrokes" in caplog.text

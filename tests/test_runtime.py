@@ -163,3 +163,25 @@ def test_a_degraded_agent_at_the_lock_screen_watches_for_the_unlock(tmp_path, mo
     agent._check_lock(now)
     assert not agent.pipeline.session_is_locked
     assert (agent.pipeline.state, agent.pipeline.reason) == ("degraded", "keyring-locked")
+
+
+def test_a_locked_keyring_is_reported_once_not_at_every_retry(tmp_path, monkeypatch):
+    """The retries every KEY_RETRY_S while the keyring stays locked (a day: 8,640) are not
+    each a ``store_error``: those would flood the SIEM and push real alerts out of a spool."""
+    from agent.runtime import KEY_RETRY_S
+    from agent.store import KeyUnavailableError
+    agent = agent_here(tmp_path)
+    answers = [KeyUnavailableError("the keyring is locked: unlock it")] * 6 + [None]
+
+    def load():
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+        return None                              # unlocked: no profile stored after all
+    monkeypatch.setattr(agent.store, "load", load)
+    assert agent._load_profile() is None and agent._key_unavailable
+    agent._execute(agent.pipeline.degrade("keyring-locked"))
+    for i in range(1, 7):
+        agent._retry_profile(i * KEY_RETRY_S)
+    assert kinds(agent).count("store_error") == 1
+    assert not agent._key_unavailable and agent.pipeline.state == "learning"
