@@ -154,6 +154,7 @@ class Pipeline:
         self.enrol_keys = 0
         self.quality: str | None = None
         self.training = False
+        self._discard_training = False  # an injection came while it trained
         self._train_after = 0          # enrol_keys a retry waits for, after a failed training
         self.adaptations = 0
         self._events: deque[Event] = deque()
@@ -334,9 +335,14 @@ class Pipeline:
 
     def installed(self, profile: Profile) -> list:
         """The shell trained (or loaded) a profile: protect with it, once learning was what the
-        agent was doing (a lock, a pause, a degraded spell or a verdict's hold comes first)."""
-        self.profile = profile
+        agent was doing (a lock, a pause, a degraded spell or a verdict's hold comes first).
+        A profile trained on windows a payload may have begun in is not: learning goes on
+        without them, and trains again."""
         self.training = False
+        if self._discard_training:
+            self._discard_training = False
+            return [Audit("enrolment", {"state": "learning", "reason": "injection"})]
+        self.profile = profile
         self.enrol_windows = []
         self.thresholds = self._thresholds(profile)
         self.trust = decision.reset()
@@ -448,8 +454,10 @@ class Pipeline:
         return effects
 
     def _injection(self, detection) -> list:
-        if self.state == "learning" and not self.training:
+        if self.state == "learning":
             self._unlearn_recent()
+            if self.training:           # the windows sent to train may hold the payload's
+                self._discard_training = True
         self._clear_buffer()
         action = self.policy.injection_action
         if action == "observe" and self.holding():  # an acted verdict's hold stays as it is

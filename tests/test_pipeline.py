@@ -476,6 +476,30 @@ def test_enrolment_the_payload_may_have_begun_in_is_dropped_with_it():
     assert len(pipeline.enrol_windows) == 2 and pipeline.enrol_keys == 2 * ENROL_WINDOW
 
 
+def test_a_profile_trained_while_a_payload_typed_is_not_installed():
+    """The enrolment went to train; a payload is detected before the profile comes back. The
+    windows sent may hold the payload's first keys: the profile is dropped, those windows go,
+    and learning goes on (and trains again on what is left and what comes)."""
+    from agent.pipeline import ENROL_WINDOW
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    human, t = [], 0
+    for i in range(3 * ENROL_WINDOW + 10):
+        t += (150, 170, 130, 190, 120, 160, 210)[i % 7] * MS
+        cls = (KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER, KeyClass.SPACE)[i % 3]
+        human += [Event(t, Kind.DOWN, cls, i), Event(t + (90, 70, 110)[i % 3] * MS, Kind.UP, cls, i)]
+    assert run(pipeline, human) == []
+    windows = np.array(pipeline.enrol_windows)
+    profile = Profile(KeystrokeModel.from_detector(RankShift().fit(windows)), None)
+    pipeline.training = True                    # a Train with those windows is in flight
+    assert any(isinstance(e, Lock) for e in _until_injection(pipeline, _payload(t + 150 * MS)))
+    assert len(pipeline.enrol_windows) == 2
+    assert pipeline.installed(profile) == [
+        Audit("enrolment", {"state": "learning", "reason": "injection"})]
+    assert pipeline.profile is None and not pipeline.training
+    assert pipeline.session_locked(True) and pipeline.session_locked(False)
+    assert pipeline.state == "learning" and pipeline.installed(profile)[0] == Save(profile)
+
+
 @pytest.mark.parametrize("reason", ["wayland", "keyring-locked"])
 def test_a_lock_and_unlock_while_degraded_leave_it_degraded(reason):
     """A Wayland session sees no input, and stays so across a lock: the agent must not show
