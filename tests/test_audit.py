@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -205,3 +206,37 @@ def test_a_log_that_cannot_be_written_counts_the_loss_and_never_raises(tmp_path,
     assert "cannot write the audit log" in caplog.text and "2 records lost" not in caplog.text
     with pytest.raises(ValueError):   # a field the rules refuse is still refused
         log.record("impostor", note="typed text")
+
+
+def test_a_write_cut_short_by_a_full_disk_is_counted_and_the_next_record_is_whole(tmp_path,
+                                                                                monkeypatch,
+                                                                                caplog):
+    """The disk fills up mid-record: the kernel takes part of the line, then says ENOSPC. That
+    record is counted lost, the next one starts on a line of its own once there is space, and
+    the reader skips the torn line and counts it instead of failing."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    first = log.record("start", version="0.1.0")
+    audit_file = (path.stat().st_dev, path.stat().st_ino)
+    real_write, free = os.write, [20]            # bytes left on the disk
+
+    def filling_disk(fd, data):
+        st = os.fstat(fd)
+        if free[0] is None or (st.st_dev, st.st_ino) != audit_file:
+            return real_write(fd, data)
+        if free[0] == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = real_write(fd, bytes(data[:free[0]]))
+        free[0] -= written
+        return written
+
+    monkeypatch.setattr(os, "write", filling_disk)
+    lost = log.record("impostor", verdict="impostor", score=3.0)
+    assert lost["kind"] == "impostor" and log.write_failures == 1
+    assert "cannot write the audit log" in caplog.text and "No space left" in caplog.text
+    free[0] = None                               # space freed
+    third = log.record("lock", reason="impostor", locked=True)
+    lines = path.read_bytes().splitlines()
+    assert len(lines) == 3 and len(lines[1]) == 20   # the torn line is a line of its own
+    assert log.read() == [first, third] and log.torn_lines == 1
+    assert "1 torn line(s)" in caplog.text

@@ -7,6 +7,7 @@ Every test has a SIGALRM guard; rsyslogd is killed by its PID in teardown.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import ipaddress
 import json
 import logging
@@ -610,6 +611,69 @@ def test_overflow_drops_the_oldest_and_is_reported_when_the_collector_returns(ht
     assert [b["seq"] for b in bodies[1:]] == [7, 8, 9, 10, 11]
 
 
+def test_a_full_disk_still_delivers_every_alert_and_says_so_once(https, tmp_path, certs,
+                                                                 monkeypatch, caplog):
+    """The spool's disk is full (its key was made before): alerts wait in memory, within the
+    spool's bound, and go out in order when the collector is back, and at once while it is up;
+    the full disk is logged once, not per alert."""
+    https.stop()
+    spool_dir = tmp_path / "spool"
+    spooling.key_provider(spool_dir, use_keyring=False)()
+
+    def full_disk(path, data, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(spooling, "write_private", full_disk)
+    d = dispatcher(sinks_of({"type": "webhook", "name": "hook", "url": https.url("/in"),
+                             "ca_file": str(certs["ca"])}), spool_dir, max_records=3)
+    try:
+        for n in range(5):
+            d.submit("impostor", {"verdict": "impostor", "seq": n})
+        assert wait_for(lambda: d.status()[0]["spooled"] == 3 and d.status()[0]["failing"])
+        https.start()
+        assert wait_for(lambda: len(https.requests) == 4, 20)
+        d.submit("lock", {"reason": "impostor", "seq": 5})     # the collector is up
+        assert wait_for(lambda: len(https.requests) == 5 and d.status()[0]["spooled"] == 0)
+    finally:
+        d.stop(2)
+    bodies = https.bodies()
+    assert bodies[0]["kind"] == "spool_overflow" and bodies[0]["dropped"] == 2  # the bound
+    assert [(b["kind"], b["seq"]) for b in bodies[1:]] == [("impostor", 2), ("impostor", 3),
+                                                           ("impostor", 4), ("lock", 5)]
+    assert [p.name for p in _spool_files(spool_dir)] == [spooling.KEY_FILE]
+    assert caplog.text.count("cannot write to the spool folder") == 1
+    assert "No space left on device" in caplog.text and "free disk space" in caplog.text
+
+
+def test_sinks_starting_together_share_one_spool_key(tmp_path):
+    """Several sinks open their spools at once on a first start: none reads the key file while
+    another is still writing it (and runs in memory all run); every spool gets the one key, so
+    what each spooled is read back after a restart."""
+    names = [f"sink{n}" for n in range(8)]
+    for attempt in range(40):
+        spool_dir = tmp_path / f"spool{attempt}"
+        provide = spooling.key_provider(spool_dir, use_keyring=False)
+        together = threading.Barrier(len(names))
+        spools = {}
+
+        def open_spool(name):
+            together.wait()
+            spools[name] = spooling.open_spool(spool_dir, name, provide, 10)
+
+        threads = [threading.Thread(target=open_spool, args=(name,)) for name in names]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert all(spools[name].on_disk for name in names), attempt
+        for name in names:
+            spools[name].append({"kind": "impostor", "sink": name})
+        restarted = spooling.key_provider(spool_dir, use_keyring=False)
+        for name in names:
+            again = spooling.open_spool(spool_dir, name, restarted, 10)
+            assert again.peek()[1] == {"kind": "impostor", "sink": name}, attempt
+
+
 def test_submit_never_blocks_and_a_full_queue_is_counted(https, tmp_path, certs):
     https.stop()
     sinks = sinks_of({"type": "webhook", "name": "hook", "url": https.url("/in"),
@@ -837,12 +901,35 @@ def test_a_sink_that_cannot_be_set_up_is_reported_and_the_others_still_work(tmp_
     assert not s.errors
     sinks, problems = siem.sinks_from_policy(s.policy)
     assert [x.name for x in sinks] == ["c"] and sinks[0]._token == "FILETOKEN"
-    assert "CADENCE_NO_SUCH_TOKEN" in problems[0] and "missing-ca.pem" in problems[1]
-    assert "CADENCE_TWO_LINES" in problems[2] and "s3cr3t" not in problems[2]
+    assert "sink a: the environment variable named in token_env is not set" in problems[0]
+    assert "missing-ca.pem" in problems[1]
+    assert "sink d: the environment variable named in token_env does not hold one token" in \
+        problems[2] and "s3cr3t" not in problems[2]
     assert "FILETOKEN" not in repr(sinks[0]) and "FILETOKEN" not in repr(s.policy)
     d, problems = siem.dispatcher_from_policy(s.policy, tmp_path / "spool")
     assert d is not None and len(d.channels) == 1 and len(problems) == 3
     assert siem.dispatcher_from_policy(Policy(), tmp_path / "spool") == (None, [])
+
+
+def test_a_token_pasted_into_token_env_or_token_file_is_never_shown(monkeypatch):
+    """The admin put the token itself where a variable's name or a file's path belongs: the
+    problem (logged, shown by ``cadence status``) names the setting and what it must hold."""
+    monkeypatch.delenv("PASTEDtokenQ7x9", raising=False)
+    s = merge([("policy", {"sinks": [
+        {"type": "splunk_hec", "name": "env", "url": "https://127.0.0.1:1",
+         "token_env": "PASTEDtokenQ7x9"},
+        {"type": "splunk_hec", "name": "file", "url": "https://127.0.0.1:1",
+         "token_file": "/PASTED-5f0c2b9e-8d7a-4c1e"},
+    ]}, True)])
+    assert not s.errors
+    sinks, problems = siem.sinks_from_policy(s.policy)
+    assert sinks == [] and problems == [
+        "sink env: the environment variable named in token_env is not set: token_env must hold "
+        "the name of a variable set to the token, not the token; this sink is skipped",
+        "sink file: cannot read the file named in token_file (No such file or directory): "
+        "token_file must hold the path of a file that holds the token, not the token; this sink "
+        "is skipped"]
+    assert "PASTED" not in "\n".join(problems)
 
 
 # --------------------------------------------------------------------------- the agent

@@ -11,7 +11,8 @@ current file is ``audit.jsonl``, older ones ``audit.jsonl.1`` (newest) ... ``aud
 
 A record that cannot be written (a full disk, a folder made unwritable) is counted
 (``write_failures``) and logged, never raised: the lock or the SIEM alert it goes with must still
-happen.
+happen. A write cut short leaves part of a line; the next record starts on a line of its own, and
+the reader skips the torn line and counts it (``torn_lines``).
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ class AuditLog:
         self.max_bytes = int(max_bytes)
         self.backups = max(0, int(backups))
         self.write_failures = 0
+        self.torn_lines = 0    # lines the last read() skipped: not a whole record
+        self._torn = False     # the last write may have left part of a line
         self._lock = threading.Lock()
 
     # -- files
@@ -122,7 +125,13 @@ class AuditLog:
         try:
             if hasattr(os, "fchmod"):  # an existing file made by an older version or by hand
                 os.fchmod(fd, 0o600)
-            os.write(fd, line)
+            if self._torn:  # what a failed write left is not glued to this record
+                line = b"\n" + line
+            self._torn = True
+            rest = memoryview(line)
+            while rest:     # a filling disk takes part of a write, then refuses the rest
+                rest = rest[os.write(fd, rest):]
+            self._torn = False
         finally:
             os.close(fd)
 
@@ -173,9 +182,19 @@ class AuditLog:
         return removed
 
     def read(self) -> list[dict]:
-        """All records, oldest first (for ``cadence status`` and tests)."""
-        records = []
+        """All records, oldest first (for ``cadence status`` and tests). A line that is not a
+        whole record (a write cut short) is skipped, counted in ``torn_lines`` and logged."""
+        records, torn = [], 0
         for path in reversed(self.files()):
             with open(path, encoding="utf-8") as fh:
-                records.extend(json.loads(line) for line in fh if line.strip())
+                for line in filter(str.strip, fh):
+                    try:
+                        records.append(json.loads(line))
+                    except ValueError:
+                        torn += 1
+        self.torn_lines = torn
+        if torn:
+            log.warning("the audit log %s has %d torn line(s), skipped: writes cut short, as by a "
+                        "full disk; free disk space so that records are written whole", self.path,
+                        torn)
         return records

@@ -406,26 +406,29 @@ def _hec_code(answer: bytes) -> int | None:
 
 def _token(config: SinkConfig) -> str:
     """The sink's token from the policy, an environment variable or a file (ValueError naming
-    where it should be, never its value)."""
+    the setting to fix, never its value: an admin may have pasted the token itself there)."""
     if config.token:
         return config.token
     if config.token_env:
         value = os.environ.get(config.token_env, "").strip()
         if not value:
-            raise ValueError(f"environment variable {config.token_env} (token_env) is not set")
+            raise ValueError("the environment variable named in token_env is not set: token_env "
+                             "must hold the name of a variable set to the token, not the token")
         if not TOKEN.fullmatch(value):
-            raise ValueError(f"environment variable {config.token_env} (token_env) does not "
-                             "hold one token (printable ASCII, no spaces)")
+            raise ValueError("the environment variable named in token_env does not hold one "
+                             "token: set it to the token alone (printable ASCII, no spaces)")
         return value
     if config.token_file:
         try:
             value = Path(config.token_file).read_text(encoding="utf-8").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read token_file {config.token_file} "
-                             f"({getattr(exc, 'strerror', None) or type(exc).__name__})") from None
+            raise ValueError("cannot read the file named in token_file "
+                             f"({getattr(exc, 'strerror', None) or type(exc).__name__}): "
+                             "token_file must hold the path of a file that holds the token, not "
+                             "the token") from None
         if not TOKEN.fullmatch(value):
-            raise ValueError(f"token_file {config.token_file} does not hold one token "
-                             "(printable ASCII, no spaces)")
+            raise ValueError("the file named in token_file does not hold one token: put the "
+                             "token alone in it (printable ASCII, no spaces)")
         return value
     return ""
 

@@ -5,7 +5,9 @@ took it, so alerts wait here while a collector is down, survive an agent restart
 the order they happened. The spool holds at most ``max_records`` events; beyond that the oldest
 are dropped and *counted*, and the count is reported (a ``spool_overflow`` event) when the
 collector is back. Records that no longer decrypt (a lost key, a modified file) are dropped and
-counted the same way.
+counted the same way. A record the disk refuses (full, made read-only) waits in memory instead,
+within the same bound, and is sent all the same; the failure is logged once, not per record, and
+such records do not survive a restart.
 
 Layout: ``<spool dir>/<sink name>/`` (0700) holds one file per record, ``<seq>.rec`` (0600, seq
 a zero-padded counter), and ``meta.rec`` (the drop counters). Each file is::
@@ -28,6 +30,7 @@ import base64
 import json
 import logging
 import os
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Callable
@@ -54,6 +57,7 @@ _META_SEQ = 0
 _BINARY = getattr(os, "O_BINARY", 0)
 
 KeyProvider = Callable[[], bytes]
+_KEY_LOCK = threading.Lock()  # one spool key per process, however many sinks ask at once
 
 
 class SpoolKeyUnavailable(Exception):
@@ -67,6 +71,12 @@ def key_provider(directory: Path, *, use_keyring: bool = True, service: str = SE
     directory = Path(directory)
 
     def provide() -> bytes:
+        # Sinks start together: one at a time, none reads a key file another has half
+        # written, nor replaces a keyring key another sink has sealed records with.
+        with _KEY_LOCK:
+            return obtain()
+
+    def obtain() -> bytes:
         path = directory / KEY_FILE
         material = _read_key_file(path)
         if material is not None:
@@ -100,7 +110,7 @@ def key_provider(directory: Path, *, use_keyring: bool = True, service: str = SE
         material = AESGCM.generate_key(bit_length=256)
         try:
             write_private(path, material, exclusive=True)
-        except FileExistsError:  # another thread or process made it first
+        except FileExistsError:  # another process made it first
             material = _read_key_file(path)
             if material is None:
                 raise OSError("the spool key file is damaged") from None
@@ -141,7 +151,8 @@ def _has_records(directory: Path) -> bool:
 class Spool:
     """One sink's spool. Not thread-safe: its sink's worker thread owns it.
 
-    ``key`` None (no key obtainable) keeps the records in memory only, still bounded.
+    ``key`` None (no key obtainable) keeps the records in memory only, still bounded; so does a
+    record the disk refuses.
     """
 
     def __init__(self, directory: Path, name: str, key: bytes | None,
@@ -155,6 +166,7 @@ class Spool:
         self._next = 1
         self.dropped = 0       # oldest records dropped for the bound (or lost before spooling)
         self.unreadable = 0    # records that failed to decrypt or parse
+        self.disk_failing = False  # the last write to the spool folder failed
         if self._aead is not None:
             self._open()
 
@@ -179,16 +191,8 @@ class Spool:
             return
         seq = self._next
         self._next += 1
-        if self._aead is None:
+        if self._aead is None or not self._write(self._path(seq), self._seal(seq, data)):
             self._memory[seq] = event
-        else:
-            try:
-                write_private(self._path(seq), self._seal(seq, data))
-            except OSError as exc:
-                log.error("sink %s: cannot write to the spool (%s); event dropped", self.name,
-                          exc.strerror or type(exc).__name__)
-                self.note_dropped(1)
-                return
         self._seqs.append(seq)
         excess = len(self._seqs) - self.max_records
         for _ in range(max(0, excess)):
@@ -200,7 +204,7 @@ class Spool:
         """The oldest readable record as (seq, event); unreadable ones are dropped and counted."""
         while self._seqs:
             seq = self._seqs[0]
-            if self._aead is None:
+            if seq in self._memory:
                 return seq, self._memory[seq]
             event = self._load(seq)
             if event is not None:
@@ -275,6 +279,23 @@ class Spool:
         if excess > 0:
             self.note_dropped(excess)
 
+    def _write(self, path: Path, blob: bytes) -> bool:
+        """Write one spool file; False if the disk refused it (logged once until one works)."""
+        try:
+            write_private(path, blob)
+        except OSError as exc:
+            if not self.disk_failing:
+                log.error("sink %s: cannot write to the spool folder %s (%s); alerts wait in "
+                          "memory (lost if the agent stops before they are sent): free disk "
+                          "space or fix the folder's permissions", self.name, self.directory,
+                          exc.strerror or type(exc).__name__)
+            self.disk_failing = True
+            return False
+        if self.disk_failing:
+            log.warning("sink %s: the spool folder can be written again", self.name)
+            self.disk_failing = False
+        return True
+
     def _load(self, seq: int) -> dict | None:
         try:
             blob = self._path(seq).read_bytes()
@@ -321,11 +342,7 @@ class Spool:
         if self._aead is None:
             return
         data = json.dumps({"dropped": self.dropped, "unreadable": self.unreadable}).encode()
-        try:
-            write_private(self.directory / META, self._seal(_META_SEQ, data))
-        except OSError as exc:
-            log.error("sink %s: cannot write the spool's counters (%s)", self.name,
-                      exc.strerror or type(exc).__name__)
+        self._write(self.directory / META, self._seal(_META_SEQ, data))
 
 
 def open_spool(spool_dir: Path, name: str, provider: KeyProvider | None,
