@@ -4,7 +4,9 @@ Sources: the user's ``settings.toml`` in the platformdirs config folder; managed
 ``/etc/cadence/policy.toml`` (Linux), the managed preferences of ``org.cadence.agent``
 (macOS configuration profile) or ``HKLM``/``HKCU\\SOFTWARE\\Policies\\Cadence\\Agent`` (Windows).
 Managed keys win and are reported as locked. A bad value is named with its key, source and
-what is allowed; it is ignored (the lower layer's value stays) and reported, never fatal.
+what is allowed, reported, never fatal: a bad user value is ignored (the default stays); a bad
+managed value keeps the last valid managed value (see :func:`load`) or, without one, the built-in
+default, and the key stays managed, so a typo in the fleet's policy never hands it to the user.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import plistlib
 import re
 import sys
@@ -19,6 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+from xml.parsers.expat import ExpatError
 
 BUNDLE_ID = "org.cadence.agent"
 LINUX_POLICY = Path("/etc/cadence/policy.toml")
@@ -88,16 +92,18 @@ _LISTS = {"locker_command": ("a command as a list of strings", False),
                                         "[\"Yubico YubiKey*\"]", True)}
 
 
+_FIELDS = {f.name: f for f in dataclasses.fields(Policy)}
+
+
 class PolicyError(ValueError):
     pass
 
 
 def validate(key: str, value, source: str):
     """The value converted to the setting's type, or PolicyError naming key, value, source."""
-    fields = {f.name: f for f in dataclasses.fields(Policy)}
-    if key not in fields:
-        raise PolicyError(f"{source}: unknown setting {key!r}; known: {', '.join(fields)}")
-    default = fields[key].default
+    if key not in _FIELDS:
+        raise PolicyError(f"{source}: unknown setting {key!r}; known: {', '.join(_FIELDS)}")
+    default = _FIELDS[key].default
     if key == "sinks":
         sinks, problems = validate_sinks(value, source)
         if problems:
@@ -138,6 +144,12 @@ _HOST = re.compile(r"[A-Za-z0-9_.:-]{1,253}")
 _HEC_FIELD = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 TOKEN = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII, no space: fit for a header
+# (is it valid, what it must hold): for messages that never show the value, as it may be a token
+_TOKEN_SETTINGS = {
+    "token": (TOKEN.fullmatch, "a token (printable ASCII, no spaces)"),
+    "token_env": (_ENV_NAME.fullmatch, ("the name of an environment variable that holds the "
+                                        "token (letters, digits and _), not the token itself")),
+    "token_file": (os.path.isabs, "the full path of a file that holds the token, not the token")}
 
 
 def redact_url(url: str) -> str:
@@ -163,15 +175,19 @@ def _sink(entry, where: str) -> SinkConfig:
         raise PolicyError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))} for a {kind} "
                           f"sink; known: {', '.join(sorted(_SINK_KEYS[kind]))}")
 
-    def text(key, pattern=None, allowed=None, secret=False):
+    def text(key, pattern=None, allowed=None):
         value = entry.get(key, "")
-        shown = "<hidden>" if secret else repr(value)
+        if key in _TOKEN_SETTINGS:
+            valid, what = _TOKEN_SETTINGS[key]
+            if not isinstance(value, str) or (value and not valid(value)):
+                raise PolicyError(f"{where}.{key} = <hidden> must be {what}")
+            return value
         if not isinstance(value, str):
-            raise PolicyError(f"{where}.{key} = {shown} is not a string")
+            raise PolicyError(f"{where}.{key} = {value!r} is not a string")
         if allowed and value not in allowed:
-            raise PolicyError(f"{where}.{key} = {shown} must be one of {', '.join(allowed)}")
+            raise PolicyError(f"{where}.{key} = {value!r} must be one of {', '.join(allowed)}")
         if pattern and value and not pattern.fullmatch(value):
-            raise PolicyError(f"{where}.{key} = {shown} is not a valid {key.replace('_', ' ')}")
+            raise PolicyError(f"{where}.{key} = {value!r} is not a valid {key.replace('_', ' ')}")
         return value
 
     values = {"type": kind, "name": text("name", _SINK_NAME), "ca_file": text("ca_file")}
@@ -202,9 +218,8 @@ def _sink(entry, where: str) -> SinkConfig:
         if "@" in parts.netloc:
             raise PolicyError(f"{where}.url must not hold user:password; use token instead")
         values["url"] = destination = url
-        values["token"] = text("token", TOKEN, secret=True)
-        values["token_env"] = text("token_env", _ENV_NAME)
-        values["token_file"] = text("token_file")
+        for key in _TOKEN_SETTINGS:
+            values[key] = text(key)
         given = [k for k in ("token", "token_env", "token_file") if values[k]]
         if len(given) > 1:
             raise PolicyError(f"{where}: give only one of token, token_env, token_file")
@@ -277,6 +292,9 @@ def merge(layers: list[tuple[str, dict, bool]]) -> Settings:
                     values[key] = validate(key, value, source)
             except PolicyError as exc:
                 errors.append(str(exc))
+                if is_managed and key in _FIELDS:  # the built-in default, still managed
+                    values.pop(key, None)
+                    managed.add(key)
                 continue
             if is_managed:
                 managed.add(key)
@@ -289,19 +307,36 @@ def read_toml(path: Path) -> tuple[dict, list[str]]:
     except FileNotFoundError:
         return {}, []
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        return {}, [f"{path}: cannot read ({exc}); fix or remove the file"]
+        return {}, [_unreadable(path, exc)]
+
+
+def read_plist(path: Path) -> tuple[dict, list[str]]:
+    """Managed preferences (a property list of settings), as read_toml reads a TOML file."""
+    try:
+        values = plistlib.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}, []
+    except OSError as exc:
+        return {}, [_unreadable(path, exc)]
+    except ExpatError as exc:  # its text only says where: "not well-formed ...: line 3, ..."
+        return {}, [_unreadable(path, f"not a valid property list: {exc}")]
+    except Exception:  # noqa: BLE001 - ValueError, AttributeError, ...: their text shows values
+        return {}, [_unreadable(path, "not a valid property list")]
+    if not isinstance(values, dict):
+        return {}, [_unreadable(path, "its root is not a dictionary of settings")]
+    return values, []
+
+
+def _unreadable(path: Path, why: object) -> str:
+    return f"{path}: cannot read ({why}); fix or remove the file"
 
 
 def _managed_layer() -> tuple[str, dict, list[str]]:
     if sys.platform == "win32":
         return "Windows policy", _read_registry(), []
     if sys.platform == "darwin":
-        try:
-            return str(MAC_POLICY), plistlib.loads(MAC_POLICY.read_bytes()), []
-        except FileNotFoundError:
-            return str(MAC_POLICY), {}, []
-        except (OSError, plistlib.InvalidFileException) as exc:
-            return str(MAC_POLICY), {}, [f"{MAC_POLICY}: cannot read ({exc})"]
+        values, errors = read_plist(MAC_POLICY)
+        return str(MAC_POLICY), values, errors
     values, errors = read_toml(LINUX_POLICY)
     return str(LINUX_POLICY), values, errors
 
@@ -337,8 +372,9 @@ def load(user_file: Path | None, managed: tuple[str, dict, list[str]] | None = N
     """Settings from the user file and the OS's managed policy (or a given managed layer).
 
     With ``last_good`` (a file in the agent's data folder), a managed value that is invalid now,
-    or a managed policy that cannot be read at all, keeps the last value that was valid, so a
-    typo in the fleet's policy never hands a setting back to the user; the error is reported."""
+    or a managed policy that cannot be read at all, keeps the last value that was valid (without
+    one, a bad managed value is the built-in default, see :func:`merge`), so a typo in the
+    fleet's policy never hands a setting back to the user; the error is reported."""
     user_values, errors = read_toml(user_file) if user_file else ({}, [])
     source, managed_values, managed_errors = managed if managed is not None else _managed_layer()
     if last_good is not None:

@@ -14,13 +14,17 @@ Without a usable keyring (no backend, keyring locked or not running, a backend t
 what it is given) the key goes to ``profile.key`` in the data directory, readable only by the
 user: weaker, and :attr:`ProfileStore.key_protection` / :attr:`ProfileStore.key_protection_note`
 say so plainly for ``cadence status``. The next save with a usable keyring moves the profile onto
-a keyring key and deletes the key file.
+a keyring key and deletes the key file (after writing the profile: a crash between the two
+leaves a keyring profile next to a stale key file, which is never used to judge that profile).
 
 A stored profile that does not decrypt, authenticate or validate is never used: it is moved aside
 (``profile.enc.tampered-<n>``) and :class:`TamperError` is raised, which the agent turns into a
 ``tamper`` alert and re-enrolment. A missing profile is not tamper (``load()`` returns None). A
 profile whose key is in a keyring that is locked or unreachable right now is not judged at all:
 :class:`KeyUnavailableError`, the file stays where it is.
+
+A profile, key file or data folder Cadence cannot read or write (say, left owned by root by a
+``sudo cadence``) is a :class:`StoreError` naming the file and what to do, never a crash.
 
 Nothing here puts profile content or key bytes into exceptions or logs.
 """
@@ -155,13 +159,15 @@ class ProfileStore:
         plaintext = profile.to_json()
         self._ensure_directory()
         key = self._key_for_writing()
-        header = MAGIC + bytes([FORMAT_VERSION]) + key.source
+        header = _header(key.source)
         nonce = os.urandom(NONCE_LEN)
         blob = header + nonce + AESGCM(key.material).encrypt(nonce, plaintext, header)
-        write_private(self.path, blob)
+        _write(self.path, blob)
         self._protection = _SOURCES[key.source]
         if key.source == SOURCE_KEYRING and self.key_path.exists():
-            # the profile is now under the keyring key: the weaker key file is no longer needed
+            # The profile is now under the keyring key: the weaker key file is no longer needed.
+            # Deleted only now, as the old profile needs it until the new one is written; a
+            # crash right here is handled by _key_for_reading.
             _unlink(self.key_path)
             log.info("the profile key is now held in the OS keyring; removed the key file")
 
@@ -175,9 +181,10 @@ class ProfileStore:
         try:
             blob = self.path.read_bytes()
         except FileNotFoundError:
+            self._protection = None
             return None
         except OSError as exc:
-            raise self._unreadable(exc) from None
+            raise _not_usable(self.path, "read the file", exc) from None
         if len(blob) < HEADER_LEN + NONCE_LEN + TAG_LEN:
             self._tamper("truncated", "is truncated")
         header = blob[:HEADER_LEN]
@@ -188,11 +195,9 @@ class ProfileStore:
         source = header[len(MAGIC) + 1:]
         if source not in _SOURCES:
             self._tamper("header", "names an unknown key source")
-        key = self._key_for_reading(source)
-        nonce = blob[HEADER_LEN:HEADER_LEN + NONCE_LEN]
-        try:
-            plaintext = AESGCM(key.material).decrypt(nonce, blob[HEADER_LEN + NONCE_LEN:], header)
-        except InvalidTag:
+        self._protection = _SOURCES[source]
+        plaintext = _decrypt(self._key_for_reading(source, blob).material, blob, header)
+        if plaintext is None:
             self._tamper("authentication", "failed authentication (wrong key or modified file)")
         try:
             profile = Profile.from_json(plaintext)
@@ -201,7 +206,6 @@ class ProfileStore:
             # advice, after the "; ", is for a profile file on its own: the tamper's is here
             what = str(exc).split("; ")[0]
             self._tamper("invalid-profile", f"decrypted but is not a usable profile ({what})")
-        self._protection = _SOURCES[key.source]
         return profile
 
     def forget(self) -> dict:
@@ -212,12 +216,15 @@ class ProfileStore:
         reached; tell the user to remove it or retry).
         """
         removed = 0
-        if self.directory.is_dir():
-            for p in self.directory.iterdir():
-                if (p.name in (PROFILE_NAME, KEY_NAME) or _ASIDE.match(p.name)
-                        or (p.name.startswith(".") and p.name.endswith(".tmp")
-                            and p.name[1:].startswith((PROFILE_NAME, KEY_NAME)))):
-                    removed += _unlink(p)
+        try:
+            entries = list(self.directory.iterdir()) if self.directory.is_dir() else []
+        except OSError as exc:
+            raise _not_usable(self.directory, "list the folder", exc) from None
+        for p in entries:
+            if (p.name in (PROFILE_NAME, KEY_NAME) or _ASIDE.match(p.name)
+                    or (p.name.startswith(".") and p.name.endswith(".tmp")
+                        and p.name[1:].startswith((PROFILE_NAME, KEY_NAME)))):
+                removed += _unlink(p)
         entry_removed, unreachable = False, False
         try:
             keyring.delete_password(self.service, self.username)
@@ -236,15 +243,19 @@ class ProfileStore:
 
     @property
     def key_protection(self) -> str:
-        """``"keyring"`` or ``"key-file"``: how the profile key is (or would be) protected."""
-        if self._protection:
-            return self._protection
-        source = self._stored_source()
-        if source is not None:
-            return _SOURCES[source]
-        if self.key_path.exists() or not self._keyring_usable():
-            return KEY_FILE
-        return KEYRING
+        """``"keyring"`` or ``"key-file"``: how the profile key is (or would be) protected.
+
+        Known from the last load, save or forget; asked of the keyring at most once in between
+        (``cadence status`` reads this every second, and a locked keyring may prompt)."""
+        if self._protection is None:
+            source = self._stored_source()
+            if source is not None:
+                self._protection = _SOURCES[source]
+            elif self.key_path.exists() or not self._keyring_get()[0]:
+                self._protection = KEY_FILE
+            else:
+                self._protection = KEYRING
+        return self._protection
 
     @property
     def key_protection_note(self) -> str:
@@ -282,17 +293,17 @@ class ProfileStore:
             material = AESGCM.generate_key(bit_length=256)
             if self._keyring_set(material):
                 return _Key(material, SOURCE_KEYRING)
+        if self._stored_source() == SOURCE_KEYRING:  # even with a key file: see _key_for_reading
+            raise KeyUnavailableError(
+                "the stored profile's key is in the OS keyring, which is locked or not "
+                "reachable: not writing over that profile; unlock the keyring")
         material = self._read_key_file()
         if material is None:
-            if self._stored_source() == SOURCE_KEYRING:
-                raise KeyUnavailableError(
-                    "the stored profile's key is in the OS keyring, which is locked or not "
-                    "reachable: not writing over that profile; unlock the keyring")
             material = AESGCM.generate_key(bit_length=256)
-            write_private(self.key_path, material)
+            _write(self.key_path, material)
         return _Key(material, SOURCE_FILE)
 
-    def _key_for_reading(self, source: bytes) -> _Key:
+    def _key_for_reading(self, source: bytes, blob: bytes) -> _Key:
         if source == SOURCE_FILE:
             material = self._read_key_file()
             if material is None:
@@ -305,12 +316,13 @@ class ProfileStore:
                 self._tamper("key-missing",
                              "exists but its key is missing from the OS keyring or damaged")
             return _Key(material, SOURCE_KEYRING)
-        # Keyring locked or unreachable. We only write keyring profiles after deleting the key
-        # file, so a key file here means the header is not what we wrote: let authentication
-        # (the header is associated data) decide instead of waiting for the keyring.
+        # Keyring locked or unreachable. A key file here is either left over from a save that
+        # stopped between writing this profile and deleting the key file (then only the keyring
+        # key opens it: wait for it), or the profile is a key-file one relabelled "keyring" to
+        # make Cadence wait (then the key file opens it under the key-file header: tamper).
         material = self._read_key_file()
-        if material is not None:
-            return _Key(material, SOURCE_FILE)
+        if material is not None and _decrypt(material, blob, _header(SOURCE_FILE)) is not None:
+            self._tamper("authentication", "failed authentication (its header was changed)")
         raise KeyUnavailableError(
             "the profile's key is in the OS keyring, which is locked or not reachable; unlock "
             "the keyring (or start the desktop session's keyring) and Cadence will load it (if "
@@ -339,9 +351,6 @@ class ProfileStore:
         self._warn_fallback(None)
         return False
 
-    def _keyring_usable(self) -> bool:
-        return self._keyring_get()[0]
-
     def _keyring_backend_ok(self) -> bool:
         from keyring.backends import fail, null
         backend = keyring.get_keyring()
@@ -363,14 +372,19 @@ class ProfileStore:
             fd = os.open(self.key_path, os.O_RDONLY | _BINARY)
         except FileNotFoundError:
             return None
-        with os.fdopen(fd, "rb") as f:
-            if os.name == "posix":
-                mode = os.fstat(f.fileno()).st_mode & 0o777
-                if mode & 0o077:
-                    log.warning("the Cadence key file was readable by others (mode %o); "
-                                "restricting it to you", mode)
-                    os.fchmod(f.fileno(), 0o600)
-            material = f.read(KEY_LEN + 1)
+        except OSError as exc:
+            raise _not_usable(self.key_path, "read the file", exc) from None
+        try:
+            with os.fdopen(fd, "rb") as f:
+                if os.name == "posix":
+                    mode = os.fstat(f.fileno()).st_mode & 0o777
+                    if mode & 0o077:
+                        log.warning("the Cadence key file was readable by others (mode %o); "
+                                    "restricting it to you", mode)
+                        os.fchmod(f.fileno(), 0o600)
+                material = f.read(KEY_LEN + 1)
+        except OSError as exc:
+            raise _not_usable(self.key_path, "read the file", exc) from None
         return material if len(material) == KEY_LEN else None
 
     # -- files ---------------------------------------------------------------------------------
@@ -382,25 +396,25 @@ class ProfileStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise self._unreadable(exc) from None
+            raise _not_usable(self.path, "read the file", exc) from None
         if len(header) == HEADER_LEN and header[:len(MAGIC)] == MAGIC:
             return header[len(MAGIC) + 1:] if header[len(MAGIC) + 1:] in _SOURCES else None
         return None
 
-    def _unreadable(self, exc: OSError) -> StoreError:
-        return StoreError(f"cannot read the stored profile {self.path} ({exc.strerror}); it "
-                          "must be a file the user running Cadence owns: fix or remove it")
-
     def _ensure_directory(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if os.name == "posix":
-            mode = self.directory.stat().st_mode & 0o777
-            if mode != 0o700:
-                log.warning("restricting the Cadence data folder %s to you (was %o)",
-                            self.directory, mode)
-                os.chmod(self.directory, 0o700)
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if os.name == "posix":
+                mode = self.directory.stat().st_mode & 0o777
+                if mode != 0o700:
+                    log.warning("restricting the Cadence data folder %s to you (was %o)",
+                                self.directory, mode)
+                    os.chmod(self.directory, 0o700)
+        except OSError as exc:
+            raise _not_usable(self.directory, "use the folder", exc) from None
 
     def _tamper(self, reason: str, detail: str) -> NoReturn:
+        self._protection = None
         moved = self._move_aside()
         log.warning("the stored profile %s (%s); moved aside to %s; re-enrolment needed",
                     detail, reason, moved.name if moved else "nowhere (move failed)")
@@ -422,6 +436,20 @@ class ProfileStore:
         return target
 
 
+def _header(source: bytes) -> bytes:
+    return MAGIC + bytes([FORMAT_VERSION]) + source
+
+
+def _decrypt(material: bytes, blob: bytes, header: bytes) -> bytes | None:
+    """The plaintext of a stored blob under ``material`` with ``header`` as associated data,
+    or None if it does not authenticate."""
+    nonce = blob[HEADER_LEN:HEADER_LEN + NONCE_LEN]
+    try:
+        return AESGCM(material).decrypt(nonce, blob[HEADER_LEN + NONCE_LEN:], header)
+    except InvalidTag:
+        return None
+
+
 def decode_key(value: str) -> bytes | None:
     """A base64 key as stored in the keyring; None unless it is a whole 256-bit key."""
     try:
@@ -429,6 +457,22 @@ def decode_key(value: str) -> bytes | None:
     except (binascii.Error, UnicodeEncodeError, AttributeError):
         return None
     return material if len(material) == KEY_LEN else None
+
+
+def _not_usable(path: Path, doing: str, exc: OSError) -> StoreError:
+    """The error for a store file or folder Cadence cannot read or write (no content in it)."""
+    kind = "folder" if doing.endswith("folder") else "file"
+    return StoreError(f"cannot {doing} {path} ({exc.strerror or type(exc).__name__}); it must "
+                      f"be a {kind} that the user running Cadence owns and can read and write "
+                      "(running Cadence with sudo can leave it owned by root): fix its owner "
+                      "and permissions, and Cadence uses it again")
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        write_private(path, data)
+    except OSError as exc:
+        raise _not_usable(path, "write the file", exc) from None
 
 
 def _unlink(path: Path) -> int:

@@ -1,5 +1,8 @@
 """Settings layers and validation: defaults < user < managed; bad values named, never fatal."""
 
+import plistlib
+import sys
+
 import pytest
 
 from agent import policy
@@ -45,11 +48,18 @@ def test_keyboards_to_allow_are_a_list_that_may_be_emptied():
     assert s.policy.injection_allow_keyboards == () and not s.errors
 
 
-def test_a_bad_value_keeps_the_lower_layer_and_is_reported():
-    s = merge([("user", {"sensitivity": 1.5}, False),
-               ("managed", {"sensitivity": 7, "action": "alert"}, True)])
-    assert s.policy.sensitivity == 1.5 and s.policy.action == "alert"
+def test_a_bad_user_value_keeps_the_default_and_is_reported():
+    s = merge([("user", {"sensitivity": 7, "action": "alert"}, False)])
+    assert s.policy.sensitivity == 1.0 and s.policy.action == "alert" and not s.managed
     assert len(s.errors) == 1 and "sensitivity = 7" in s.errors[0]
+
+
+def test_a_bad_managed_value_never_hands_the_setting_to_the_user():
+    s = merge([("user", {"sensitivity": 1.5, "action": "observe", "sinks": []}, False),
+               ("managed", {"sensitivity": 7, "action": "alert", "sinks": "nope"}, True)])
+    assert s.policy.sensitivity == 1.0 and s.policy.action == "alert"  # the default, not 1.5
+    assert s.managed == {"sensitivity", "action", "sinks"}
+    assert len(s.errors) == 2 and "sensitivity = 7" in s.errors[0]
 
 
 def test_files_are_read_and_broken_files_reported(tmp_path):
@@ -89,3 +99,56 @@ def test_an_invalid_managed_value_keeps_the_last_valid_one(tmp_path):
     broken = policy.load(user, managed=("m", {}, ["m: cannot read"]), last_good=last_good)
     assert broken.policy.action == "lock" and broken.policy.sensitivity == 1.5
     assert oct(last_good.stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_managed_typo_at_first_deployment_is_the_default_not_the_users_value(tmp_path):
+    """No last-good file yet: the user's "observe" must not win over the fleet's "lock"."""
+    last_good = tmp_path / "data" / "policy.last-good.json"
+    user = tmp_path / "settings.toml"
+    user.write_text('action = "observe"\nsensitivity = 1.5\n')
+    s = policy.load(user, managed=("m", {"action": "Lock", "sensitivity": 0.7}, []),
+                    last_good=last_good)
+    assert s.policy.action == "lock" and s.policy.sensitivity == 0.7
+    assert s.managed == {"action", "sensitivity"}
+    assert any("action = 'Lock' must be one of observe, alert, lock" in e for e in s.errors)
+    fixed = policy.load(user, managed=("m", {"action": "alert"}, []), last_good=last_good)
+    assert fixed.policy.action == "alert" and not fixed.errors
+
+
+@pytest.mark.parametrize("damage", ["truncated", "root-is-an-array", "bad-integer", "binary"])
+def test_a_broken_managed_plist_is_a_policy_error_and_keeps_the_last_good(tmp_path, monkeypatch,
+                                                                          damage):
+    plist = tmp_path / "org.cadence.agent.plist"
+    last_good = tmp_path / "data" / "policy.last-good.json"
+    monkeypatch.setattr(policy, "MAC_POLICY", plist)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    good = plistlib.dumps({"action": "alert", "sensitivity": 1.5})
+    plist.write_bytes(good)
+    assert policy.load(None, last_good=last_good).policy.action == "alert"
+    plist.write_bytes({
+        "truncated": good[:len(good) // 2],
+        "root-is-an-array": plistlib.dumps(["action", "alert"]),
+        "bad-integer": good.replace(b"<real>1.5</real>", b"<integer>SECRET</integer>"),
+        "binary": b"bplist00" + b"\xff" * 40}[damage])
+    s = policy.load(None, last_good=last_good)
+    assert s.policy.action == "alert" and s.policy.sensitivity == 1.5 and "action" in s.managed
+    assert s.errors and all(str(plist) in e for e in s.errors[:1])
+    assert "cannot read" in s.errors[0] and "fix or remove the file" in s.errors[0]
+    assert "SECRET" not in "\n".join(s.errors)
+    monkeypatch.undo()
+
+
+def test_a_token_pasted_into_token_env_or_token_file_is_never_shown():
+    url = "https://hooks.example.org/in"
+    sinks = [{"token_env": "s3cr3t-SECRET-tok3n"}, {"token_file": "SECRETtok3n0123456789"},
+             {"token_file": 123456}, {"token_env": "HOOK_TOKEN"},
+             {"token_file": "/etc/cadence/hook-token"}]
+    s = merge([("policy", {"sinks": [{"type": "webhook", "name": f"hook{i}", "url": url, **sink}
+                                     for i, sink in enumerate(sinks)]}, True)])
+    errors = "\n".join(s.errors)
+    assert "SECRET" not in errors and "123456" not in errors and len(s.errors) == 3
+    assert "sinks[0].token_env = <hidden> must be the name of an environment variable" in errors
+    assert "sinks[1].token_file = <hidden> must be the full path of a file" in errors
+    assert "sinks[2].token_file = <hidden>" in errors
+    assert [c.token_env or c.token_file for c in s.policy.sinks] == \
+        ["HOOK_TOKEN", "/etc/cadence/hook-token"]

@@ -1,8 +1,9 @@
 """The encrypted profile store, against a real Secret Service where the machine has one.
 
 Tests in this process force keyring's ``fail`` backend (as on a machine without a desktop
-session), so they never touch a developer's real keyring. The Secret Service tests run a child
-Python inside ``dbus-run-session`` with gnome-keyring and a fresh HOME in tmp_path.
+session), or a :class:`MemoryKeyring` that can be locked, so they never touch a developer's real
+keyring. The Secret Service tests run a child Python inside ``dbus-run-session`` with
+gnome-keyring and a fresh HOME in tmp_path.
 """
 
 from __future__ import annotations
@@ -20,14 +21,18 @@ import textwrap
 from pathlib import Path
 
 import keyring
+import keyring.backend
+import keyring.errors
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import HealthCheck, given, settings, strategies as st
 from keyring.backends import fail, null
 
+from agent import store
 from agent.model.profile import Profile
-from agent.store import HEADER_LEN, NONCE_LEN, ProfileStore, TamperError
+from agent.store import (HEADER_LEN, NONCE_LEN, KeyUnavailableError, ProfileStore, StoreError,
+                         TamperError)
 
 POSIX = os.name == "posix"
 
@@ -48,6 +53,43 @@ def no_keyring():
     keyring.set_keyring(fail.Keyring())
     yield
     keyring.set_keyring(previous)
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A keyring backend in memory that can be locked (like a Secret Service whose login keyring
+    is not unlocked) and counts how often it is asked. No ``priority``: never auto-selected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entries: dict = {}
+        self.locked = False
+        self.reads = 0
+
+    def _check(self) -> None:
+        if self.locked:
+            raise keyring.errors.KeyringLocked("the keyring is locked")
+
+    def get_password(self, service, username):
+        self.reads += 1
+        self._check()
+        return self.entries.get((service, username))
+
+    def set_password(self, service, username, password):
+        self._check()
+        self.entries[(service, username)] = password
+
+    def delete_password(self, service, username):
+        self._check()
+        if self.entries.pop((service, username), None) is None:
+            raise keyring.errors.PasswordDeleteError("no such entry")
+
+
+@pytest.fixture
+def ring():
+    memory = MemoryKeyring()
+    keyring.set_keyring(memory)
+    yield memory
+    keyring.set_keyring(fail.Keyring())
 
 
 def mode(path: Path) -> int:
@@ -156,6 +198,132 @@ def test_wide_folder_and_key_file_permissions_are_tightened(tmp_path, profile):
     os.chmod(s.key_path, 0o644)
     assert same(s.load(), profile)
     assert mode(s.key_path) == 0o600
+
+
+def test_status_asks_the_keyring_once_not_on_every_call(tmp_path, profile, ring):
+    """The agent reads key_protection and its note every second for ``cadence status``; a
+    locked Secret Service can answer each read with an unlock prompt."""
+    s = ProfileStore(tmp_path)
+
+    def reads_for_status(times: int = 100) -> int:
+        before = ring.reads
+        for _ in range(times):
+            assert s.key_protection_note and s.key_protection
+        return ring.reads - before
+
+    assert reads_for_status() == 1 and s.key_protection == "keyring"  # learning: nothing stored
+    s.save(profile)
+    assert reads_for_status() == 0 and s.key_protection == "keyring"
+    s.forget()
+    assert reads_for_status() == 1 and s.key_protection == "keyring"
+    ring.locked = True                   # the keyring locks: a new key goes to a key file
+    s.save(profile)
+    assert reads_for_status() == 0 and s.key_protection == "key-file" and s.key_path.exists()
+    ring.locked = False                  # unlocked: the next save moves the key into it
+    s.save(profile)
+    assert reads_for_status() == 0 and s.key_protection == "keyring" and not s.key_path.exists()
+
+    learning_while_locked = ProfileStore(tmp_path / "other")
+    ring.locked = True
+    before = ring.reads
+    for _ in range(100):
+        assert learning_while_locked.key_protection == "key-file"
+        assert "Weaker protection" in learning_while_locked.key_protection_note
+    assert ring.reads - before == 1
+
+
+class Crash(BaseException):
+    """The process dies here."""
+
+
+def test_a_crash_between_writing_a_keyring_profile_and_deleting_the_key_file_is_not_tamper(
+        tmp_path, profile, ring, monkeypatch):
+    ring.locked = True
+    ProfileStore(tmp_path).save(profile)                 # a key-file profile
+    ring.locked = False
+
+    def crash(path):
+        raise Crash
+
+    monkeypatch.setattr(store, "_unlink", crash)        # dies right after writing the profile
+    with pytest.raises(Crash):
+        ProfileStore(tmp_path).save(profile)            # onto the keyring key
+    monkeypatch.undo()
+    s = ProfileStore(tmp_path)
+    assert s.path.read_bytes()[:HEADER_LEN] == b"CDNC\x01K" and s.key_path.exists()
+
+    ring.locked = True                                   # the next start: keyring still locked
+    before = s.path.read_bytes()
+    with pytest.raises(KeyUnavailableError, match="unlock"):
+        s.load()
+    with pytest.raises(KeyUnavailableError, match="unlock"):
+        s.save(profile)                                  # nor written over with the stale key
+    assert s.path.read_bytes() == before and s.tampered_copies() == []
+    assert s.key_protection == "keyring"
+
+    ring.locked = False
+    assert same(s.load(), profile)
+    s.save(profile)
+    assert not s.key_path.exists() and same(ProfileStore(tmp_path).load(), profile)
+
+
+def test_a_key_file_profile_relabelled_keyring_is_tamper_even_while_the_keyring_is_locked(
+        tmp_path, profile, ring):
+    ring.locked = True
+    s = ProfileStore(tmp_path)
+    s.save(profile)
+    blob = s.path.read_bytes()
+    s.path.write_bytes(b"CDNC\x01K" + blob[HEADER_LEN:])  # "wait for the keyring" instead
+    assert_tamper_then_reenrol(s, profile, "authentication")
+
+
+@pytest.mark.parametrize("damage", ["no-permission", "a-folder"])
+def test_a_key_file_cadence_cannot_read_is_a_store_error_naming_it(tmp_path, profile, damage):
+    """E.g. left owned by root by a `sudo cadence` run: not a crash, not tamper; the agent runs
+    degraded (runtime catches StoreError) until the file is given back."""
+    s = ProfileStore(tmp_path)
+    s.save(profile)
+    key = s.key_path.read_bytes()
+    if damage == "no-permission":
+        os.chmod(s.key_path, 0)
+        try:
+            s.key_path.read_bytes()
+            pytest.skip("this user reads any file (root, or not POSIX permissions)")
+        except PermissionError:
+            pass
+    else:
+        s.key_path.unlink()
+        s.key_path.mkdir()
+    for attempt in (s.load, lambda: s.save(profile), lambda: ProfileStore(tmp_path).load()):
+        with pytest.raises(StoreError) as info:
+            attempt()
+        assert type(info.value) is StoreError
+        message = str(info.value)
+        assert str(s.key_path) in message and "fix its owner and permissions" in message
+    assert s.path.exists() and s.tampered_copies() == []
+    if damage == "no-permission":
+        os.chmod(s.key_path, 0o600)
+    else:
+        s.key_path.rmdir()
+        s.key_path.write_bytes(key)
+    assert same(s.load(), profile)                       # given back: used again
+
+
+def test_a_profile_file_or_data_folder_cadence_cannot_write_is_a_store_error(tmp_path, profile):
+    s = ProfileStore(tmp_path / "data")
+    s.directory.write_text("a file where the folder should be")
+    with pytest.raises(StoreError, match="fix its owner and permissions") as info:
+        s.save(profile)
+    assert f"use the folder {s.directory}" in str(info.value)
+
+    s = ProfileStore(tmp_path / "other")
+    s.path.mkdir(parents=True)
+    (s.path / "x").write_text("")                        # a folder where the profile should be
+    for attempt in (s.load, lambda: s.save(profile)):
+        with pytest.raises(StoreError, match="fix its owner and permissions") as info:
+            attempt()
+        assert str(s.path) in str(info.value) and type(info.value) is StoreError
+    assert not [p for p in s.directory.iterdir() if p.name.endswith(".tmp")]
 
 
 # -- tamper ------------------------------------------------------------------------------------
