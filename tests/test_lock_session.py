@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -302,8 +303,9 @@ def test_unlocked_screen_reads_unlocked(x, xvfb):
 def test_an_application_grabbing_the_keyboard_alone_is_not_a_lock(x, xvfb, monkeypatch):
     """A remote-desktop client or VM viewer in fullscreen grabs the keyboard (so that Alt+Tab
     reaches the remote machine) and leaves the pointer free: its user is at work, typing to be
-    scored, not locked out. What logind says still counts. A client holding both grabs reads
-    as a locker (every locker takes both)."""
+    scored, not locked out. What logind says still counts. A viewer that has captured the
+    pointer too holds both grabs, as a locker does, but does not cover the screen as a locker
+    does (with override-redirect windows): its user is at work in it."""
     from Xlib import X
 
     with fullscreen_viewer(xvfb) as (d, viewer):
@@ -316,7 +318,46 @@ def test_an_application_grabbing_the_keyboard_alone_is_not_a_lock(x, xvfb, monke
         assert viewer.grab_pointer(True, 0, X.GrabModeAsync, X.GrabModeAsync, X.NONE, X.NONE,
                                    X.CurrentTime) == X.GrabSuccess
         d.sync()
-        assert session.x_grabs() == "both" and session.screen_locked() is True
+        assert session.x_grabs() == "both" and session.screen_locked() is False
+        monkeypatch.setattr(session, "_logind_locked_hint", lambda: True)
+        assert session.screen_locked() is True
+    assert wait_for(lambda: session.x_grabs() == "none", 5)
+
+
+@contextmanager
+def grabbing_popup(display_name: str, width: int, height: int):
+    """An override-redirect window of this size at the top, holding the keyboard and the
+    pointer: an open menu (small) or a screen locker's screen (the whole of it)."""
+    from Xlib import X, display as xdisplay
+    d = xdisplay.Display(display_name)
+    popup = d.screen().root.create_window(0, 0, width, height, 0, d.screen().root_depth,
+                                          override_redirect=True)
+    popup.map()
+    d.sync()
+    try:
+        assert popup.grab_keyboard(True, X.GrabModeAsync, X.GrabModeAsync,
+                                   X.CurrentTime) == X.GrabSuccess
+        assert popup.grab_pointer(True, 0, X.GrabModeAsync, X.GrabModeAsync, X.NONE, X.NONE,
+                                  X.CurrentTime) == X.GrabSuccess
+        d.sync()
+        yield
+    finally:
+        d.ungrab_pointer(X.CurrentTime)
+        d.ungrab_keyboard(X.CurrentTime)
+        popup.destroy()
+        d.close()
+
+
+@needs_xvfb
+def test_an_open_menu_is_not_a_lock_and_closing_it_no_unlock(x, xvfb):
+    """A menu holds both grabs while it is open. Read as a lock, closing it would read as the
+    unlock, which restores full trust and ends a verdict's hold: an impostor could open a menu,
+    wait for a lock check and close it. A window covering the screen as a locker's does is a
+    lock."""
+    with grabbing_popup(xvfb, 240, 600):                  # a long menu, a fifth of the screen
+        assert session.x_grabs() == "both" and session.screen_locked() is False
+    with grabbing_popup(xvfb, 1280, 800):                 # the screen, as i3lock draws it
+        assert session.x_grabs() == "locker" and session.screen_locked() is True
     assert wait_for(lambda: session.screen_locked() is False, 5)
 
 

@@ -8,9 +8,10 @@ of their own, over one kept connection, and the caller waits for them with a dea
 
 Linux/X11
     idle time: the MIT-SCREEN-SAVER extension's ``QueryInfo`` (milliseconds since the last input
-    the server saw, from any client or device). Locked: a screen locker holds active grabs of
-    both the keyboard and the pointer (i3lock, xsecurelock, xscreensaver, slock, light-locker,
-    the GNOME, KDE, Cinnamon, MATE and Xfce lockers all take both), so our own
+    the server saw, from any client or device). Locked: a screen locker covers the screen
+    (below) and holds active grabs of both the keyboard and the pointer (i3lock, xsecurelock,
+    xscreensaver, slock, light-locker, the GNOME, KDE, Cinnamon, MATE and Xfce lockers all take
+    both), so our own
     ``XGrabKeyboard`` on the root window returns ``AlreadyGrabbed`` (or ``GrabFrozen``), and so
     does ``XGrabPointer``; when our grab succeeds we release it at once. The pointer is tried
     only while the keyboard is held by someone else (an idle desktop never sees our pointer
@@ -22,8 +23,14 @@ Linux/X11
     built-in saver only blanks, the next mouse move wakes it without a password (``xset s
     activate`` and a generic ``xdg-screensaver`` do just that). A real locker started by the saver
     (xss-lock + i3lock, xscreensaver, light-locker) holds the grabs, and that is what we check.
-    Known false positive: another application holding both grabs (an open menu, a VM viewer
-    that has captured the pointer) reads as locked while it holds them. Side effect: our
+    Both grabs are also an open menu's, a drag's, or a VM viewer's that captured the pointer:
+    they count as a lock only with the screen covered as a locker covers it, by
+    override-redirect windows (no window manager moves or stacks them) at the top of the
+    stacking order, over at least half its area (i3lock, xsecurelock, slock, xscreensaver and
+    the MATE, Cinnamon and Xfce lockers draw in such windows, some one per monitor), or if
+    logind or the desktop's screen saver says locked (GNOME, KDE and light-locker do). Else an
+    impostor could open a menu, wait for a lock check and close it: that "unlock" would restore
+    full trust and end a verdict's hold. Side effect: our
     pointer grab sends the window under the pointer a LeaveNotify and an EnterNotify (mode
     NotifyGrab/NotifyUngrab); some viewers (spice-gtk, gtk-vnc) let go of the keyboard on the
     first and take it back on the second, a few ms apart. It happens only at the idle lock
@@ -127,7 +134,7 @@ def _x_answer(d, what: str):
         if not d.has_extension("MIT-SCREEN-SAVER"):
             return None
         return root.screensaver_query_info().state == 1  # ScreenSaverOn
-    if what == "grabs":   # what another client holds: "none", "keyboard" or "both"
+    if what == "grabs":   # what another client holds: "none", "keyboard", "both", "locker"
         held = (X.AlreadyGrabbed, X.GrabFrozen)
         status = root.grab_keyboard(False, X.GrabModeAsync, X.GrabModeAsync, X.CurrentTime)
         if status == X.GrabSuccess:
@@ -142,8 +149,35 @@ def _x_answer(d, what: str):
             d.ungrab_pointer(X.CurrentTime)
             d.sync()
             return "keyboard"
-        return "both" if status in held else None
+        if status not in held:
+            return None
+        return "locker" if _screen_covered(root) else "both"
     raise ValueError(what)
+
+
+_COVER_LOOK = 64   # top-level windows looked at, from the top, for what covers the screen
+
+
+def _screen_covered(root) -> bool:
+    """Do override-redirect windows (which no window manager moves or stacks: what lockers
+    draw their screens in) at the top of the stacking order cover at least half the screen?
+    A locker's do (one per monitor for some); a menu's, a tooltip's, a dragged icon's do not,
+    and a window manager's windows end the run."""
+    from Xlib import X
+    screen = root.get_geometry()
+    area = 0
+    for window in list(reversed(root.query_tree().children))[:_COVER_LOOK]:
+        seen = window.get_attributes()
+        if seen.map_state != X.IsViewable:
+            continue
+        if not seen.override_redirect:
+            return False
+        g = window.get_geometry()
+        border = 2 * g.border_width
+        area += min(g.width + border, screen.width) * min(g.height + border, screen.height)
+        if 2 * area >= screen.width * screen.height:
+            return True
+    return False
 
 
 class _XQueries:
@@ -226,9 +260,11 @@ def _x11(what: str, display_name: str | None = None):
 
 
 def x_grabs(display_name: str | None = None) -> str | None:
-    """The active grabs another X client holds: ``"none"``, ``"keyboard"`` (an application's,
-    such as a fullscreen remote-desktop client) or ``"both"`` keyboard and pointer (what a
-    screen locker holds); ``None`` if it cannot tell."""
+    """The active grabs another X client holds: ``"none"``; ``"keyboard"`` (an application's,
+    such as a fullscreen remote-desktop client); keyboard and pointer, with override-redirect
+    windows covering the screen (``"locker"``: what a screen locker holds and shows) or without
+    (``"both"``: an open menu, a drag, a VM viewer that captured the input); ``None`` if it
+    cannot tell."""
     return _x11("grabs", display_name)
 
 
@@ -287,9 +323,9 @@ def _mutter_idle_seconds() -> float | None:
 def _linux_screen_locked() -> bool | None:
     if display_kind() == "x11":
         grabs = x_grabs()
-        if grabs in ("none", "both"):
-            return grabs == "both"
-        if grabs == "keyboard":     # an application's grab, unless the session manager says locked
+        if grabs in ("none", "locker"):
+            return grabs == "locker"
+        if grabs in ("keyboard", "both"):   # an application's, unless the session says locked
             return _session_manager_locked() is True
     return _session_manager_locked()    # Wayland, or X not answering
 
