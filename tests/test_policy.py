@@ -84,10 +84,15 @@ def test_registry_style_dwords_are_booleans():
     assert validate("allow_pause", 0, "HKLM") is False
 
 
-def test_an_invalid_managed_value_keeps_the_last_valid_one(tmp_path):
-    last_good = tmp_path / "data" / "policy.last-good.json"
+def user_and_last_good(tmp_path, settings: str):
+    """A user's settings.toml holding ``settings``, and where the last good policy goes."""
     user = tmp_path / "settings.toml"
-    user.write_text('action = "observe"\n')
+    user.write_text(settings)
+    return user, tmp_path / "data" / "policy.last-good.json"
+
+
+def test_an_invalid_managed_value_keeps_the_last_valid_one(tmp_path):
+    user, last_good = user_and_last_good(tmp_path, 'action = "observe"\n')
     first = policy.load(user, managed=("m", {"action": "lock", "sensitivity": 1.5}, []),
                         last_good=last_good)
     assert first.policy.action == "lock" and last_good.exists()
@@ -103,9 +108,7 @@ def test_an_invalid_managed_value_keeps_the_last_valid_one(tmp_path):
 
 def test_a_managed_typo_at_first_deployment_is_the_default_not_the_users_value(tmp_path):
     """No last-good file yet: the user's "observe" must not win over the fleet's "lock"."""
-    last_good = tmp_path / "data" / "policy.last-good.json"
-    user = tmp_path / "settings.toml"
-    user.write_text('action = "observe"\nsensitivity = 1.5\n')
+    user, last_good = user_and_last_good(tmp_path, 'action = "observe"\nsensitivity = 1.5\n')
     s = policy.load(user, managed=("m", {"action": "Lock", "sensitivity": 0.7}, []),
                     last_good=last_good)
     assert s.policy.action == "lock" and s.policy.sensitivity == 0.7
