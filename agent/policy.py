@@ -66,7 +66,7 @@ class Policy:
     allow_pause: bool = True
     pause_minutes: int = 15
     allow_quit: bool = True
-    locker_command: tuple[str, ...] = ()  # Linux fallback locker, e.g. ["i3lock", "-n"]
+    locker_command: tuple[str, ...] = ()  # Linux locker, tried first when set, e.g. ["i3lock", "-n"]
     injection_action: str = "lock"        # on a keystroke-injection verdict
     injection_allow_software: bool = True  # OS-flagged injected input (remote desktop, ...)
     injection_sensitivity: str = "balanced"  # relaxed | balanced | strict (see features/injection)

@@ -554,6 +554,29 @@ def test_a_method_that_fails_does_not_hold_back_the_next(x):
     assert time.monotonic() - started < 10.0  # not the 30 s window
 
 
+@needs_xvfb
+@needs_i3lock
+def test_the_configured_locker_comes_first(x, tmp_path, monkeypatch):
+    """A desktop method that exits 0 and locks nothing (``xdg-screensaver lock`` where it only
+    blanks) would hold the lock back for its whole verify window while an injector types on:
+    the administrator's locker is tried first, and the desktop's methods are not run."""
+    marker = tmp_path / "xdg-screensaver-ran"
+    fake = tmp_path / "bin" / "xdg-screensaver"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\ntouch {marker}\nexit 0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    assert lock.available_methods(["i3lock", "-n"])[0] == "locker:i3lock"
+    started = time.monotonic()
+    result = lock.lock_session(locker_command=["i3lock", "-n"], verify_timeout_s=8.0)
+    if result.pid:
+        x.append(result.pid)
+    assert (result.locked, result.method) == (True, "locker:i3lock"), result
+    assert time.monotonic() - started < 8.0 and not marker.exists()
+    _kill_group(result.pid)
+    assert wait_for(lambda: session.screen_locked() is False, 5)
+
+
 def test_missing_locker_is_reported(x):
     result = lock.lock_session(locker_command=["no-such-locker-cadence"], verify_timeout_s=1.0)
     assert result.locked is False

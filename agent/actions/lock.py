@@ -5,10 +5,10 @@ method counts as having locked the session only when :func:`agent.system.session
 confirms it afterwards; an exit code alone is never trusted (``xdg-screensaver lock`` exits 0 on
 desktops where it only blanks, ``loginctl lock-session`` exits 0 when no locker listens to logind).
 
-Linux order: ``loginctl lock-session`` (if logind manages this session), D-Bus
-``org.freedesktop.ScreenSaver.Lock`` (then ``org.gnome.ScreenSaver.Lock``), ``xdg-screensaver
-lock``, then the configured locker command (for example ``["i3lock", "-n"]`` or
-``["xsecurelock"]``) started detached. Each attempt gets ``verify_timeout_s`` (command plus
+Linux order: the configured locker command (for example ``["i3lock", "-n"]`` or
+``["xsecurelock"]``) started detached, then ``loginctl lock-session`` (if logind manages this
+session), D-Bus ``org.freedesktop.ScreenSaver.Lock`` (then ``org.gnome.ScreenSaver.Lock``) and
+``xdg-screensaver lock``. Each attempt gets ``verify_timeout_s`` (command plus
 verification), so the whole call takes at most four times that, plus up to
 ``session.X_QUERY_TIMEOUT_S`` per state read if the X server stops answering.
 
@@ -171,7 +171,20 @@ def _locker(command: list[str], verify_timeout_s: float):
 
 
 def _lock_linux(locker_command: list[str] | None, verify_timeout_s: float) -> LockResult:
+    """The configured locker first: the administrator's choice, known to work here, where a
+    desktop method that exits 0 with no locker listening costs the verify window while an
+    injector types on. Then the desktop's own methods."""
     tried: list[str] = []
+    if locker_command:
+        name = f"locker:{Path(str(locker_command[0])).name}" if locker_command[0] else "locker"
+        state, note, pid = _locker(list(locker_command), verify_timeout_s)
+        if state is True:
+            return LockResult(True, True, name, f"{name}: locked and verified", pid)
+        if state is None and pid is not None:
+            return LockResult(False, None, name, f"{name}: {note}; cannot confirm the lock", pid)
+        tried.append(f"{name}: {note}")
+    else:
+        tried.append("locker: none configured")
     methods = [("loginctl", _loginctl), ("dbus-screensaver", _dbus_screensaver),
                ("xdg-screensaver", _xdg_screensaver)]
     for name, method in methods:
@@ -184,17 +197,6 @@ def _lock_linux(locker_command: list[str] | None, verify_timeout_s: float) -> Lo
             return LockResult(False, None, name, f"{name}: {note}, but the lock state cannot be "
                               "read on this session; cannot confirm the lock")
         tried.append(f"{name}: {note}" + ("" if state is None else ", not locked"))
-
-    if locker_command:
-        name = f"locker:{Path(str(locker_command[0])).name}" if locker_command[0] else "locker"
-        state, note, pid = _locker(list(locker_command), verify_timeout_s)
-        if state is True:
-            return LockResult(True, True, name, f"{name}: locked and verified", pid)
-        if state is None and pid is not None:
-            return LockResult(False, None, name, f"{name}: {note}; cannot confirm the lock", pid)
-        tried.append(f"{name}: {note}")
-    else:
-        tried.append("locker: none configured")
     return LockResult(False, False if session.screen_locked() is False else None, "none",
                       "nothing locked the session (tried " + "; ".join(tried) + "); "
                       + CONFIGURE_HINT)
@@ -274,14 +276,14 @@ def available_methods(locker_command: list[str] | None = None) -> list[str]:
             return (["SACLockScreenImmediate"] if Path(MACOS_LOGIN_FRAMEWORK).exists()
                     else []) + ["pmset"]
         methods = []
+        if locker_command and locker_command[0] and shutil.which(locker_command[0]):
+            methods.append(f"locker:{Path(locker_command[0]).name}")
         if session.logind_session_available():
             methods.append("loginctl")
         if session.session_bus_address() is not None and shutil.which("dbus-send"):
             methods.append("dbus-screensaver")
         if shutil.which("xdg-screensaver"):
             methods.append("xdg-screensaver")
-        if locker_command and locker_command[0] and shutil.which(locker_command[0]):
-            methods.append(f"locker:{Path(locker_command[0]).name}")
         for known in KNOWN_LOCKERS:
             entry = f"installed:{known[0]}"
             if shutil.which(known[0]) and entry not in methods and \
