@@ -303,9 +303,8 @@ def test_unlocked_screen_reads_unlocked(x, xvfb):
 def test_an_application_grabbing_the_keyboard_alone_is_not_a_lock(x, xvfb, monkeypatch):
     """A remote-desktop client or VM viewer in fullscreen grabs the keyboard (so that Alt+Tab
     reaches the remote machine) and leaves the pointer free: its user is at work, typing to be
-    scored, not locked out. What logind says still counts. A viewer that has captured the
-    pointer too holds both grabs, as a locker does, but does not cover the screen as a locker
-    does (with override-redirect windows): its user is at work in it."""
+    scored, not locked out. What logind says still counts. A client holding both grabs, with
+    no menu on top, reads as a locker (every locker takes both)."""
     from Xlib import X
 
     with fullscreen_viewer(xvfb) as (d, viewer):
@@ -318,20 +317,21 @@ def test_an_application_grabbing_the_keyboard_alone_is_not_a_lock(x, xvfb, monke
         assert viewer.grab_pointer(True, 0, X.GrabModeAsync, X.GrabModeAsync, X.NONE, X.NONE,
                                    X.CurrentTime) == X.GrabSuccess
         d.sync()
-        assert session.x_grabs() == "both" and session.screen_locked() is False
-        monkeypatch.setattr(session, "_logind_locked_hint", lambda: True)
-        assert session.screen_locked() is True
-    assert wait_for(lambda: session.x_grabs() == "none", 5)
+        assert session.x_grabs() == "locker" and session.screen_locked() is True
+    assert wait_for(lambda: session.screen_locked() is False, 5)
 
 
 @contextmanager
-def grabbing_popup(display_name: str, width: int, height: int):
-    """An override-redirect window of this size at the top, holding the keyboard and the
-    pointer: an open menu (small) or a screen locker's screen (the whole of it)."""
-    from Xlib import X, display as xdisplay
+def grabbing_popup(display_name: str, window_type: str | None):
+    """A small override-redirect window at the top holding the keyboard and the pointer, of
+    this ``_NET_WM_WINDOW_TYPE``: an open menu, a drag icon, or a locker's own window."""
+    from Xlib import X, Xatom, display as xdisplay
     d = xdisplay.Display(display_name)
-    popup = d.screen().root.create_window(0, 0, width, height, 0, d.screen().root_depth,
+    popup = d.screen().root.create_window(0, 0, 240, 600, 0, d.screen().root_depth,
                                           override_redirect=True)
+    if window_type is not None:
+        popup.change_property(d.intern_atom("_NET_WM_WINDOW_TYPE"), Xatom.ATOM, 32,
+                              [d.intern_atom(window_type)])
     popup.map()
     d.sync()
     try:
@@ -349,14 +349,25 @@ def grabbing_popup(display_name: str, width: int, height: int):
 
 
 @needs_xvfb
-def test_an_open_menu_is_not_a_lock_and_closing_it_no_unlock(x, xvfb):
-    """A menu holds both grabs while it is open. Read as a lock, closing it would read as the
-    unlock, which restores full trust and ends a verdict's hold: an impostor could open a menu,
-    wait for a lock check and close it. A window covering the screen as a locker's does is a
-    lock."""
-    with grabbing_popup(xvfb, 240, 600):                  # a long menu, a fifth of the screen
+@pytest.mark.parametrize("window_type", ["_NET_WM_WINDOW_TYPE_POPUP_MENU",
+                                         "_NET_WM_WINDOW_TYPE_DROPDOWN_MENU",
+                                         "_NET_WM_WINDOW_TYPE_DND"])
+def test_an_open_menu_is_not_a_lock_and_closing_it_no_unlock(x, xvfb, window_type):
+    """A menu (or a drag) holds both grabs while it is open. Read as a lock, closing it would
+    read as the unlock, which restores full trust and ends a verdict's hold: an impostor could
+    open a menu, wait for a lock check and close it. The toolkits say what the window is."""
+    with grabbing_popup(xvfb, window_type):
         assert session.x_grabs() == "both" and session.screen_locked() is False
-    with grabbing_popup(xvfb, 1280, 800):                 # the screen, as i3lock draws it
+    assert wait_for(lambda: session.x_grabs() == "none", 5)
+
+
+@needs_xvfb
+@pytest.mark.parametrize("window_type", [None, "_NET_WM_WINDOW_TYPE_NOTIFICATION"])
+def test_a_locker_with_no_menu_on_top_is_a_lock(x, xvfb, window_type):
+    """Both grabs with no menu on top are a locker's, whatever else is there: a locker drawing
+    in the composite overlay window (xsecurelock) leaves only other windows on the root, and a
+    notification may pop up over the lock."""
+    with grabbing_popup(xvfb, window_type):
         assert session.x_grabs() == "locker" and session.screen_locked() is True
     assert wait_for(lambda: session.screen_locked() is False, 5)
 

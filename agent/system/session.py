@@ -8,11 +8,10 @@ of their own, over one kept connection, and the caller waits for them with a dea
 
 Linux/X11
     idle time: the MIT-SCREEN-SAVER extension's ``QueryInfo`` (milliseconds since the last input
-    the server saw, from any client or device). Locked: a screen locker covers the screen
-    (below) and holds active grabs of both the keyboard and the pointer (i3lock, xsecurelock,
+    the server saw, from any client or device). Locked: a screen locker holds active grabs of
+    both the keyboard and the pointer, with no application's menu on top (i3lock, xsecurelock,
     xscreensaver, slock, light-locker, the GNOME, KDE, Cinnamon, MATE and Xfce lockers all take
-    both), so our own
-    ``XGrabKeyboard`` on the root window returns ``AlreadyGrabbed`` (or ``GrabFrozen``), and so
+    both), so our own ``XGrabKeyboard`` on the root window returns ``AlreadyGrabbed`` (or ``GrabFrozen``), and so
     does ``XGrabPointer``; when our grab succeeds we release it at once. The pointer is tried
     only while the keyboard is held by someone else (an idle desktop never sees our pointer
     grab). A keyboard grab alone is an application's: a remote-desktop client or VM viewer in
@@ -23,14 +22,12 @@ Linux/X11
     built-in saver only blanks, the next mouse move wakes it without a password (``xset s
     activate`` and a generic ``xdg-screensaver`` do just that). A real locker started by the saver
     (xss-lock + i3lock, xscreensaver, light-locker) holds the grabs, and that is what we check.
-    Both grabs are also an open menu's, a drag's, or a VM viewer's that captured the pointer:
-    they count as a lock only with the screen covered as a locker covers it, by
-    override-redirect windows (no window manager moves or stacks them) at the top of the
-    stacking order, over at least half its area (i3lock, xsecurelock, slock, xscreensaver and
-    the MATE, Cinnamon and Xfce lockers draw in such windows, some one per monitor), or if
-    logind or the desktop's screen saver says locked (GNOME, KDE and light-locker do). Else an
-    impostor could open a menu, wait for a lock check and close it: that "unlock" would restore
-    full trust and end a verdict's hold. Side effect: our
+    Both grabs are also an open menu's or a drag's: with an override-redirect window on top
+    whose ``_NET_WM_WINDOW_TYPE`` says menu, combo box or drag icon (as GTK and Qt set it),
+    they count as locked only if logind or the desktop's screen saver says so. Else an impostor
+    could open a menu, wait for a lock check and close it: that "unlock" would restore full
+    trust and end a verdict's hold. Known false positive: a VM viewer that has captured the
+    pointer too reads as locked while it holds both grabs. Side effect: our
     pointer grab sends the window under the pointer a LeaveNotify and an EnterNotify (mode
     NotifyGrab/NotifyUngrab); some viewers (spice-gtk, gtk-vnc) let go of the keyboard on the
     first and take it back on the second, a few ms apart. It happens only at the idle lock
@@ -151,31 +148,33 @@ def _x_answer(d, what: str):
             return "keyboard"
         if status not in held:
             return None
-        return "locker" if _screen_covered(root) else "both"
+        return "both" if _popup_on_top(d, root) else "locker"
     raise ValueError(what)
 
 
-_COVER_LOOK = 64   # top-level windows looked at, from the top, for what covers the screen
+_POPUP_TYPES = ("_NET_WM_WINDOW_TYPE_POPUP_MENU", "_NET_WM_WINDOW_TYPE_DROPDOWN_MENU",
+                "_NET_WM_WINDOW_TYPE_COMBO", "_NET_WM_WINDOW_TYPE_DND")
+_LOOK_AT = 1024     # top-level windows looked at, from the top, for an application's popup
 
 
-def _screen_covered(root) -> bool:
-    """Do override-redirect windows (which no window manager moves or stacks: what lockers
-    draw their screens in) at the top of the stacking order cover at least half the screen?
-    A locker's do (one per monitor for some); a menu's, a tooltip's, a dragged icon's do not,
-    and a window manager's windows end the run."""
-    from Xlib import X
-    screen = root.get_geometry()
-    area = 0
-    for window in list(reversed(root.query_tree().children))[:_COVER_LOOK]:
+def _popup_on_top(d, root) -> bool:
+    """Is an open menu or a dragged icon on top: an override-redirect window at the top of the
+    stacking order whose ``_NET_WM_WINDOW_TYPE`` says it is one (GTK and Qt set it)? Lockers'
+    windows, notifications and tooltips are no such thing; a locker drawing in the composite
+    overlay window shows none of its own here at all."""
+    from Xlib import X, Xatom
+    kind = d.intern_atom("_NET_WM_WINDOW_TYPE", only_if_exists=True)
+    popups = {d.intern_atom(name, only_if_exists=True) for name in _POPUP_TYPES} - {X.NONE}
+    if kind == X.NONE or not popups:     # no client has named them: no window has them
+        return False
+    for window in list(reversed(root.query_tree().children))[:_LOOK_AT]:
         seen = window.get_attributes()
         if seen.map_state != X.IsViewable:
             continue
-        if not seen.override_redirect:
+        if not seen.override_redirect:   # a window manager's: the run at the top ends
             return False
-        g = window.get_geometry()
-        border = 2 * g.border_width
-        area += min(g.width + border, screen.width) * min(g.height + border, screen.height)
-        if 2 * area >= screen.width * screen.height:
+        prop = window.get_full_property(kind, Xatom.ATOM)
+        if prop is not None and popups.intersection(prop.value):
             return True
     return False
 
@@ -261,10 +260,9 @@ def _x11(what: str, display_name: str | None = None):
 
 def x_grabs(display_name: str | None = None) -> str | None:
     """The active grabs another X client holds: ``"none"``; ``"keyboard"`` (an application's,
-    such as a fullscreen remote-desktop client); keyboard and pointer, with override-redirect
-    windows covering the screen (``"locker"``: what a screen locker holds and shows) or without
-    (``"both"``: an open menu, a drag, a VM viewer that captured the input); ``None`` if it
-    cannot tell."""
+    such as a fullscreen remote-desktop client); keyboard and pointer, with an open menu or a
+    dragged icon on top (``"both"``: an application's) or without (``"locker"``: what a screen
+    locker holds); ``None`` if it cannot tell."""
     return _x11("grabs", display_name)
 
 
