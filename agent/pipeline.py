@@ -76,6 +76,8 @@ REASONS = {
     "hook-stopped": "an input hook stopped; restarting it",
     "hook-silent": "an input hook is silent while the system reports input; restarting it",
     "keyring-locked": "the OS keyring is locked or unreachable: the profile cannot be read yet",
+    "store-unreadable": "the stored profile or its key cannot be read (see the log): fix its "
+                        "owner and permissions; Cadence waits for it rather than learn over it",
     "impostor": "the typing does not match this session's user",
     "injection": "keystroke injection detected (typing no person makes)",
     "lock-failed": "Cadence could not lock the session; configure a screen locker "
@@ -320,6 +322,7 @@ class Pipeline:
         """The shell could not train on the enrolment: learning goes on, and training is tried
         again ``RETRAIN_AFTER_KEYS`` later."""
         self.training = False
+        self._discard_training = False     # nothing came back to drop
         self._train_after = self.enrol_keys + RETRAIN_AFTER_KEYS
         return [Notify("Cadence could not learn your typing profile yet",
                        "It keeps learning and tries again.")]

@@ -110,7 +110,7 @@ class Agent:
         self._hook_problem: str | None = None
         self._allowed_keys_seen = 0
         self._worker_failures = 0       # worker steps that raised, in a row
-        self._key_unavailable = False
+        self._profile_wait: str | None = None  # why the stored profile is waited for
         self._last_key_retry = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -133,8 +133,8 @@ class Agent:
             self.audit.record("policy_error", reason="sink-unusable")
         profile = self._load_profile()
         self.pipeline = Pipeline(self.policy, profile, cell_weights())
-        if self._key_unavailable:
-            self._execute(self.pipeline.degrade("keyring-locked"))
+        if self._profile_wait:
+            self._execute(self.pipeline.degrade(self._profile_wait))
         self._hook_problem = self._start_hooks()
         if self._hook_problem:
             self._execute(self.pipeline.degrade(self._hook_problem))
@@ -148,7 +148,7 @@ class Agent:
         if self._worker is not None:
             self._worker.join(timeout=5)
         if self.pipeline is not None and self.pipeline.profile is not None \
-                and not self._key_unavailable:
+                and not self._profile_wait:
             self._save(self.pipeline.profile)
         self.audit.record("stop", state="stopped")
         if self.sinks is not None:
@@ -164,10 +164,12 @@ class Agent:
             pass
 
     def _load_profile(self) -> Profile | None:
-        """The stored profile, or None. A keyring that cannot be reached is reported once, not
-        at every retry (``KEY_RETRY_S``): the retries would flood the audit log and the SIEM,
-        and push real alerts out of a sink's spool while its collector is down."""
-        reported, self._key_unavailable = self._key_unavailable, False
+        """The stored profile, or None. One that cannot be read now (its key in a keyring that
+        is locked, a file Cadence may not read) is waited for (``_profile_wait``: the agent is
+        degraded, and retries every ``KEY_RETRY_S``), never learned over. Each cause is reported
+        once, not at every retry: the retries would flood the audit log and the SIEM, and push
+        real alerts out of a sink's spool while its collector is down."""
+        reported, self._profile_wait = self._profile_wait, None
         try:
             return self.store.load()
         except TamperError as exc:
@@ -177,15 +179,13 @@ class Agent:
                          "The profile failed its integrity check and was set aside; "
                          "Cadence is learning your typing again.")
             return None
-        except KeyUnavailableError as exc:
-            self._key_unavailable = True
-            if not reported:
-                log.error("%s", exc)
-                self.audit.record("store_error", reason="key-unavailable")
-            return None
         except StoreError as exc:
-            log.error("%s", exc)
-            self.audit.record("store_error", reason="store-unreadable")
+            unavailable = isinstance(exc, KeyUnavailableError)
+            self._profile_wait = "keyring-locked" if unavailable else "store-unreadable"
+            if reported != self._profile_wait:
+                log.error("%s", exc)
+                self.audit.record("store_error", reason="key-unavailable" if unavailable
+                                  else "store-unreadable")
             return None
 
     def _start_hooks(self) -> str | None:
@@ -260,7 +260,7 @@ class Agent:
         p = self.pipeline
         if now - self._last_prune >= PRUNE_EVERY_S:
             self._prune_audit(now)
-        if self._key_unavailable and now - self._last_key_retry >= KEY_RETRY_S:
+        if self._profile_wait and now - self._last_key_retry >= KEY_RETRY_S:
             self._retry_profile(now)
         if p.state == "paused" and now >= self._pause_until:
             self._execute(p.resume())
@@ -292,11 +292,13 @@ class Agent:
             log.error("cannot prune old audit files: %s", exc.strerror)
 
     def _retry_profile(self, now: float) -> None:
-        """The keyring was locked at start: try again; never overwrite the stored profile."""
+        """The stored profile could not be read: try again; never overwrite it."""
         self._last_key_retry = now
         profile = self._load_profile()
-        if self._key_unavailable:
-            return                          # still locked
+        if self._profile_wait:              # still waiting (for the same, or another cause)
+            if not self._hook_problem:
+                self._execute(self.pipeline.degrade(self._profile_wait))
+            return
         self._execute(self.pipeline.degrade(None))   # loaded, or set aside: learning again
         if profile is not None:
             self._execute(self.pipeline.installed(profile))
@@ -341,8 +343,7 @@ class Agent:
                 self._execute(self.pipeline.degrade(restart))
         elif self._hook_problem and self._hook_events_at > self._hooks_started_at:
             self._hook_problem = None  # the restarted hooks deliver input again
-            self._execute(self.pipeline.degrade("keyring-locked" if self._key_unavailable
-                                                else None))
+            self._execute(self.pipeline.degrade(self._profile_wait))
 
     def _check_lock(self, now: float) -> None:
         """Learn whether the session is locked. Not while the user types (the X check briefly
@@ -404,7 +405,7 @@ class Agent:
             self.audit.record("enrolment", state="learning",
                               reason="forgotten" if name == "forget" else "restart",
                               files_removed=int(removed.get("files_removed", 0)))
-            self._key_unavailable = False   # no stored profile left to wait for
+            self._profile_wait = None       # no stored profile left to wait for
             self.pipeline = Pipeline(self.policy, None, cell_weights())
             if self._hook_problem:
                 self._execute(self.pipeline.degrade(self._hook_problem))

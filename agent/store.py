@@ -37,6 +37,7 @@ import getpass
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -61,6 +62,7 @@ FORMAT_VERSION = 1
 SOURCE_KEYRING = b"K"
 SOURCE_FILE = b"F"
 HEADER_LEN = len(MAGIC) + 2
+REPROBE_S = 60.0   # with nothing stored, how long the keyring's answer stands for status
 NONCE_LEN = 12
 TAG_LEN = 16
 KEY_LEN = 32
@@ -133,6 +135,7 @@ class ProfileStore:
         self.service = service
         self.username = username or os_user()
         self._protection: str | None = None
+        self._probed_at: float | None = None   # when the keyring was asked, nothing stored
         self._warned = False
 
     # -- paths ---------------------------------------------------------------------------------
@@ -245,16 +248,20 @@ class ProfileStore:
     def key_protection(self) -> str:
         """``"keyring"`` or ``"key-file"``: how the profile key is (or would be) protected.
 
-        Known from the last load, save or forget; asked of the keyring at most once in between
-        (``cadence status`` reads this every second, and a locked keyring may prompt)."""
-        if self._protection is None:
+        Known from the last load, save or forget; with nothing stored, the keyring is asked
+        at most once every ``REPROBE_S`` (``cadence status`` reads this every second, and a
+        locked keyring may prompt; one unlocked meanwhile is seen within that)."""
+        if self._protection is None or (self._probed_at is not None and
+                                        time.monotonic() - self._probed_at >= REPROBE_S):
+            self._probed_at = None
             source = self._stored_source()
             if source is not None:
                 self._protection = _SOURCES[source]
-            elif self.key_path.exists() or not self._keyring_get()[0]:
+            elif self.key_path.exists():
                 self._protection = KEY_FILE
-            else:
-                self._protection = KEYRING
+            else:           # nothing stored: what a save would do now (the keyring may unlock)
+                self._protection = KEYRING if self._keyring_get()[0] else KEY_FILE
+                self._probed_at = time.monotonic()
         return self._protection
 
     @property

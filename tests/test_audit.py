@@ -240,3 +240,15 @@ def test_a_write_cut_short_by_a_full_disk_is_counted_and_the_next_record_is_whol
     assert len(lines) == 3 and len(lines[1]) == 20   # the torn line is a line of its own
     assert log.read() == [first, third] and log.torn_lines == 1
     assert "1 torn line(s)" in caplog.text
+
+
+def test_a_torn_line_left_by_an_earlier_run_is_not_glued_to_the_next_record(tmp_path):
+    """The agent stopped (or the machine went down) after a write cut short: the next run's
+    first record still starts on a line of its own."""
+    path = tmp_path / "audit.jsonl"
+    first = AuditLog(path).record("start", version="0.1.0")
+    with open(path, "ab") as f:
+        f.write(b'{"time": "2026-11-25T0')             # what the full disk took
+    second = AuditLog(path).record("start", version="0.1.0")
+    log = AuditLog(path)
+    assert log.read() == [first, second] and log.torn_lines == 1

@@ -457,17 +457,29 @@ def test_a_suspect_window_after_an_observed_verdict_alerts():
     assert pipeline._verdict("suspect", 3.0, "keyboard") == []
 
 
+def _three_windows_and_ten_keys(pipeline) -> int:
+    """A person types three enrolment windows and ten keys into a fourth; the last key's time."""
+    from agent.pipeline import ENROL_WINDOW
+    human, t = [], 0
+    for i in range(3 * ENROL_WINDOW + 10):
+        t += (150, 170, 130, 190, 120, 160, 210)[i % 7] * MS
+        cls = (KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER, KeyClass.SPACE)[i % 3]
+        human += [Event(t, Kind.DOWN, cls, i), Event(t + (90, 70, 110)[i % 3] * MS, Kind.UP, cls, i)]
+    assert run(pipeline, human) == []
+    return t
+
+
+def _profile_from(windows) -> Profile:
+    return Profile(KeystrokeModel.from_detector(RankShift().fit(np.array(windows))), None)
+
+
 def test_enrolment_the_payload_may_have_begun_in_is_dropped_with_it():
     """A rule fires some keys into a payload: a window cut among those keys may hold its first
     ones. Windows cut within INJECTION_REACH key-downs of the detection go; earlier ones stay."""
     from agent.pipeline import ENROL_WINDOW, INJECTION_REACH
     pipeline = Pipeline(Policy(), None, cell_weights())
-    human, t = [], 0
-    for i in range(3 * ENROL_WINDOW + 10):      # three windows cut, ten keys into the fourth
-        t += (150, 170, 130, 190, 120, 160, 210)[i % 7] * MS
-        cls = (KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER, KeyClass.SPACE)[i % 3]
-        human += [Event(t, Kind.DOWN, cls, i), Event(t + (90, 70, 110)[i % 3] * MS, Kind.UP, cls, i)]
-    assert run(pipeline, human) == [] and len(pipeline.enrol_windows) == 3
+    t = _three_windows_and_ten_keys(pipeline)
+    assert len(pipeline.enrol_windows) == 3
     effects = _until_injection(pipeline, _payload(t + 150 * MS))
     assert any(isinstance(e, Lock) for e in effects)
     # the last cut was 10 human and 5 injected key-downs before the detection: within reach;
@@ -480,16 +492,9 @@ def test_a_profile_trained_while_a_payload_typed_is_not_installed():
     """The enrolment went to train; a payload is detected before the profile comes back. The
     windows sent may hold the payload's first keys: the profile is dropped, those windows go,
     and learning goes on (and trains again on what is left and what comes)."""
-    from agent.pipeline import ENROL_WINDOW
     pipeline = Pipeline(Policy(), None, cell_weights())
-    human, t = [], 0
-    for i in range(3 * ENROL_WINDOW + 10):
-        t += (150, 170, 130, 190, 120, 160, 210)[i % 7] * MS
-        cls = (KeyClass.LEFT_LETTER, KeyClass.RIGHT_LETTER, KeyClass.SPACE)[i % 3]
-        human += [Event(t, Kind.DOWN, cls, i), Event(t + (90, 70, 110)[i % 3] * MS, Kind.UP, cls, i)]
-    assert run(pipeline, human) == []
-    windows = np.array(pipeline.enrol_windows)
-    profile = Profile(KeystrokeModel.from_detector(RankShift().fit(windows)), None)
+    t = _three_windows_and_ten_keys(pipeline)
+    profile = _profile_from(pipeline.enrol_windows)
     pipeline.training = True                    # a Train with those windows is in flight
     assert any(isinstance(e, Lock) for e in _until_injection(pipeline, _payload(t + 150 * MS)))
     assert len(pipeline.enrol_windows) == 2
@@ -498,6 +503,19 @@ def test_a_profile_trained_while_a_payload_typed_is_not_installed():
     assert pipeline.profile is None and not pipeline.training
     assert pipeline.session_locked(True) and pipeline.session_locked(False)
     assert pipeline.state == "learning" and pipeline.installed(profile)[0] == Save(profile)
+
+
+def test_a_training_that_fails_after_an_injection_leaves_the_next_profile_alone():
+    pipeline = Pipeline(Policy(), None, cell_weights())
+    t = _three_windows_and_ten_keys(pipeline)
+    profile = _profile_from(pipeline.enrol_windows)
+    pipeline.training = True
+    _until_injection(pipeline, _payload(t + 150 * MS))
+    pipeline.training_failed()
+    pipeline.session_locked(True)
+    pipeline.session_locked(False)
+    pipeline.training = True                    # the retry, on clean windows
+    assert pipeline.installed(profile)[0] == Save(profile) and pipeline.profile is profile
 
 
 @pytest.mark.parametrize("reason", ["wayland", "keyring-locked"])

@@ -28,7 +28,7 @@ def test_hooks_coming_back_leave_the_agent_waiting_for_a_locked_keyring(tmp_path
     saved over the user's own, and would judge the user against the wrong one)."""
     agent = agent_here(tmp_path)
     monkeypatch.setattr(agent.source, "alive", lambda: True)
-    agent._key_unavailable = True
+    agent._profile_wait = "keyring-locked"
     agent._execute(agent.pipeline.degrade("keyring-locked"))
     agent._hook_problem = "hook-stopped"
     agent._execute(agent.pipeline.degrade("hook-stopped"))
@@ -179,9 +179,29 @@ def test_a_locked_keyring_is_reported_once_not_at_every_retry(tmp_path, monkeypa
             raise answer
         return None                              # unlocked: no profile stored after all
     monkeypatch.setattr(agent.store, "load", load)
-    assert agent._load_profile() is None and agent._key_unavailable
+    assert agent._load_profile() is None and agent._profile_wait == "keyring-locked"
     agent._execute(agent.pipeline.degrade("keyring-locked"))
     for i in range(1, 7):
         agent._retry_profile(i * KEY_RETRY_S)
     assert kinds(agent).count("store_error") == 1
-    assert not agent._key_unavailable and agent.pipeline.state == "learning"
+    assert agent._profile_wait is None and agent.pipeline.state == "learning"
+
+
+def test_a_profile_cadence_cannot_read_is_waited_for_not_learned_over(tmp_path):
+    """A key file left owned by root (here: a folder where the key file should be, which no
+    one can read as a file): the agent stays degraded and retries, reports it once, and never
+    learns a new profile that a save would put over the user's own."""
+    from agent.runtime import KEY_RETRY_S
+    from agent.store import FORMAT_VERSION, MAGIC, NONCE_LEN, SOURCE_FILE, TAG_LEN
+    agent = agent_here(tmp_path)
+    store = agent.store
+    stored = MAGIC + bytes([FORMAT_VERSION]) + SOURCE_FILE + bytes(NONCE_LEN + TAG_LEN + 32)
+    store.path.write_bytes(stored)                     # a key-file profile: its key is needed
+    store.key_path.mkdir()
+    assert agent._load_profile() is None and agent._profile_wait == "store-unreadable"
+    agent._execute(agent.pipeline.degrade(agent._profile_wait))
+    for i in range(1, 4):
+        agent._retry_profile(i * KEY_RETRY_S)
+    assert (agent.pipeline.state, agent.pipeline.reason) == ("degraded", "store-unreadable")
+    assert kinds(agent).count("store_error") == 1
+    assert store.path.read_bytes() == stored

@@ -230,6 +230,9 @@ def test_status_asks_the_keyring_once_not_on_every_call(tmp_path, profile, ring)
         assert learning_while_locked.key_protection == "key-file"
         assert "Weaker protection" in learning_while_locked.key_protection_note
     assert ring.reads - before == 1
+    ring.locked = False                  # unlocked meanwhile: seen within REPROBE_S
+    learning_while_locked._probed_at -= store.REPROBE_S     # a minute on
+    assert learning_while_locked.key_protection == "keyring"
 
 
 class Crash(BaseException):

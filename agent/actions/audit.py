@@ -74,6 +74,9 @@ def _check(name: str, value) -> None:
                      f"({type(value).__name__})")
 
 
+_BINARY = getattr(os, "O_BINARY", 0)   # Windows: no newline translation
+
+
 class AuditLog:
     """Append-only JSON-lines audit log with size-based rotation. Thread-safe within a process."""
 
@@ -84,7 +87,6 @@ class AuditLog:
         self.backups = max(0, int(backups))
         self.write_failures = 0
         self.torn_lines = 0    # lines the last read() skipped: not a whole record
-        self._torn = False     # the last write may have left part of a line
         self._lock = threading.Lock()
 
     # -- files
@@ -120,18 +122,19 @@ class AuditLog:
             size = 0
         if size > 0 and size + len(line) > self.max_bytes:
             self._rotate()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
-                     0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | _BINARY
+                     | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:
             if hasattr(os, "fchmod"):  # an existing file made by an older version or by hand
                 os.fchmod(fd, 0o600)
-            if self._torn:  # what a failed write left is not glued to this record
-                line = b"\n" + line
-            self._torn = True
+            end = os.fstat(fd).st_size
+            if end:  # a write cut short (this run or an earlier one) is not glued to this record
+                os.lseek(fd, end - 1, os.SEEK_SET)
+                if os.read(fd, 1) != b"\n":
+                    line = b"\n" + line
             rest = memoryview(line)
             while rest:     # a filling disk takes part of a write, then refuses the rest
                 rest = rest[os.write(fd, rest):]
-            self._torn = False
         finally:
             os.close(fd)
 
