@@ -197,7 +197,7 @@ class Pipeline:
         if event.injected and self.policy.injection_allow_software:
             return []  # OS-flagged automation the policy allows: not the user's input
         if event.kind in ARRIVALS:
-            self.injection.observe(event)  # its first keys are judged as a new keyboard's
+            self.injection.observe(event)  # a NEW_KEYBOARD opens the new-keyboard window
             if event.kind != Kind.ATTACH:
                 return []
             locked = self.session_is_locked

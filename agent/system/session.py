@@ -11,10 +11,10 @@ Linux/X11
     the server saw, from any client or device). Locked: a screen locker holds active grabs of
     both the keyboard and the pointer, with no application's menu on top (i3lock, xsecurelock,
     xscreensaver, slock, light-locker, the GNOME, KDE, Cinnamon, MATE and Xfce lockers all take
-    both), so our own ``XGrabKeyboard`` on the root window returns ``AlreadyGrabbed`` (or ``GrabFrozen``), and so
-    does ``XGrabPointer``; when our grab succeeds we release it at once. The pointer is tried
-    only while the keyboard is held by someone else (an idle desktop never sees our pointer
-    grab). A keyboard grab alone is an application's: a remote-desktop client or VM viewer in
+    both), so our own ``XGrabKeyboard`` on the root window returns ``AlreadyGrabbed`` (or
+    ``GrabFrozen``), and so does ``XGrabPointer``; when our grab succeeds we release it at
+    once. The pointer is tried only while the keyboard is held by someone else (an idle
+    desktop never sees our pointer grab). A keyboard grab alone is an application's: a remote-desktop client or VM viewer in
     fullscreen takes the keyboard so that Alt+Tab reaches the remote machine, and leaves the
     pointer free; that reads as unlocked (the typing into it is the user's, and scored) unless
     logind or the desktop's screen saver says the session is locked. The X server's own screen
