@@ -4,8 +4,9 @@
 Every Policy field becomes one policy under HKLM/HKCU\\SOFTWARE\\Policies\\Cadence\\Agent, the
 value name equal to the key, in the type agent.policy reads: booleans as DWORD 1/0, numbers as
 DWORD (sensitivity, a fraction, as a string), choices as strings, the locker command and the
-allowed keyboards as REG_MULTI_SZ, the SIEM sinks as a JSON string. A new Policy field without an entry in TEXT below is an error: describe it here,
-run this script, commit both files (tests/test_installers.py checks they are current).
+allowed keyboards as REG_MULTI_SZ, the SIEM sinks as a JSON string. A new Policy field without
+an entry in TEXT below is an error: describe it here, run this script, commit both files
+(tests/test_installers.py checks they are current).
 
     python scripts/make-admx.py [--check]
 """

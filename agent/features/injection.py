@@ -29,8 +29,8 @@ DELAY buys it at most 24 keys). Stalls are rare, so the pauses together excuse a
 ``catch_up_budget`` (48) fast key-downs in any 1,000: an injector that pauses before every
 few keys to pass them off as a stall's is judged once that is spent. The Aalto typists use at
 most 23 (one person; the next, 17), and a budget of 4 would flag none of them
-(``scripts/injection_margins.py``): 48 is two of the longest stalls. ``new_keyboard`` does not wait: a keyboard just attached, or
-typing for the first time, is judged from its first key.
+(``scripts/injection_margins.py``): 48 is two of the longest stalls. ``new_keyboard`` does
+not wait: a keyboard just attached, or typing for the first time, is judged from its first key.
 
 Evidence, each a rule with its own threshold (:class:`InjectionPolicy`); one is enough:
 

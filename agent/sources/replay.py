@@ -4,8 +4,8 @@ UTF-8 CSV with header ``t_ms,kind,key,x,y,button``. ``kind``: down/up (keyboard)
 move/press/release/scroll (mouse), or attach/new_keyboard (a keyboard plugged in, or typing
 for the first time: a time and nothing else). ``key`` is a key as pynput names it (``a``,
 ``Key.space``, ``<65>``) or a KeyClass name; it passes the same keymap and pairing as live
-input and is forgotten there. A malformed row is skipped, counted and logged with its file and line (never
-its content); a file that cannot be read at all is an error naming it.
+input and is forgotten there. A malformed row is skipped, counted and logged with its file and
+line (never its content); a file that cannot be read at all is an error naming it.
 """
 
 from __future__ import annotations

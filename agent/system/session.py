@@ -14,8 +14,8 @@ Linux/X11
     both), so our own ``XGrabKeyboard`` on the root window returns ``AlreadyGrabbed`` (or
     ``GrabFrozen``), and so does ``XGrabPointer``; when our grab succeeds we release it at
     once. The pointer is tried only while the keyboard is held by someone else (an idle
-    desktop never sees our pointer grab). A keyboard grab alone is an application's: a remote-desktop client or VM viewer in
-    fullscreen takes the keyboard so that Alt+Tab reaches the remote machine, and leaves the
+    desktop never sees our pointer grab). A keyboard grab alone is an application's: a
+    remote-desktop client or VM viewer in fullscreen takes the keyboard so that Alt+Tab reaches the remote machine, and leaves the
     pointer free; that reads as unlocked (the typing into it is the user's, and scored) unless
     logind or the desktop's screen saver says the session is locked. The X server's own screen
     saver being *on* is reported by :func:`screensaver_active` but is not counted as locked: the
