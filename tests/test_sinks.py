@@ -674,6 +674,49 @@ def test_sinks_starting_together_share_one_spool_key(tmp_path):
             assert again.peek()[1] == {"kind": "impostor", "sink": name}, attempt
 
 
+def test_a_spool_key_write_that_fails_leaves_no_key_file(tmp_path, monkeypatch):
+    """The disk fills while the first spool key is written: no key file is left (a torn one
+    would be read as damaged at every later start); the next start makes one."""
+    spool_dir = tmp_path / "spool"
+
+    def full_disk(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full_disk)
+        with pytest.raises(OSError):
+            spooling.key_provider(spool_dir, use_keyring=False)()
+    assert _spool_files(spool_dir) == []
+    key = spooling.key_provider(spool_dir, use_keyring=False)()
+    assert (spool_dir / spooling.KEY_FILE).read_bytes() == key and len(key) == 32
+
+
+def test_a_damaged_spool_key_file_is_set_aside_and_named(tmp_path, caplog):
+    """A key file that is not a key (torn by a full disk in an older version, a disk fault) is
+    moved aside, and an error names it and says what follows; a new key is made, the records
+    sealed with the old one are dropped and counted, and alerts spool on disk again."""
+    spool_dir = tmp_path / "spool"
+    old = spooling.open_spool(spool_dir, "hook", spooling.key_provider(spool_dir,
+                                                                       use_keyring=False), 10)
+    old.append({"kind": "impostor", "seq": 1})
+    old.append({"kind": "impostor", "seq": 2})
+    key_file = spool_dir / spooling.KEY_FILE
+    key_file.write_bytes(key_file.read_bytes()[:10])
+    with caplog.at_level(logging.ERROR):
+        again = spooling.open_spool(spool_dir, "hook", spooling.key_provider(spool_dir,
+                                                                             use_keyring=False), 10)
+    assert again.on_disk and len(key_file.read_bytes()) == 32
+    aside = spool_dir / (spooling.KEY_FILE + ".damaged")
+    assert len(aside.read_bytes()) == 10
+    assert str(key_file) in caplog.text and aside.name in caplog.text
+    assert "damaged" in caplog.text and "new key" in caplog.text
+    assert again.peek() is None and again.take_losses() == (0, 2)
+    again.append({"kind": "lock", "seq": 3})
+    restarted = spooling.open_spool(spool_dir, "hook", spooling.key_provider(spool_dir,
+                                                                             use_keyring=False), 10)
+    assert restarted.peek()[1] == {"kind": "lock", "seq": 3}
+
+
 def test_submit_never_blocks_and_a_full_queue_is_counted(https, tmp_path, certs):
     https.stop()
     sinks = sinks_of({"type": "webhook", "name": "hook", "url": https.url("/in"),

@@ -20,8 +20,11 @@ moved, renamed or copied into another sink's spool fails authentication.
 The key: :func:`key_provider` keeps a 256-bit key in the OS keyring (service
 ``cadence-agent-spool``) like the profile store does, or, without a usable keyring, in
 ``spool.key`` (0600) in the spool folder. A key file once made is kept (records in the spool were
-sealed with it). If the keyring is locked while records wait on disk, the spool runs in memory
-for this run and leaves those records for a later start.
+sealed with it); it is written whole or not at all. One that is not a key (a disk fault, an
+older version torn by a full disk) is moved aside to ``spool.key.damaged`` and a new key made,
+with an error that names both: the records sealed with the old one no longer decrypt, and are
+dropped and counted as above. If the keyring is locked while records wait on disk, the spool
+runs in memory for this run and leaves those records for a later start.
 """
 
 from __future__ import annotations
@@ -129,6 +132,8 @@ def _keyring_backend_ok() -> bool:
 
 
 def _read_key_file(path: Path) -> bytes | None:
+    """The key in ``path``; None if there is none, or if the file is not a key (then moved
+    aside, and logged with what follows: see the module docstring)."""
     try:
         fd = os.open(path, os.O_RDONLY | _BINARY)
     except FileNotFoundError:
@@ -137,7 +142,15 @@ def _read_key_file(path: Path) -> bytes | None:
         if os.name == "posix" and os.fstat(f.fileno()).st_mode & 0o077:
             os.fchmod(f.fileno(), 0o600)
         material = f.read(KEY_LEN + 1)
-    return material if len(material) == KEY_LEN else None
+    if len(material) == KEY_LEN:
+        return material
+    aside = path.with_name(path.name + ".damaged")
+    os.replace(path, aside)
+    log.error("the SIEM spool key file %s is damaged (%s bytes, not %d); it is kept as %s and "
+              "a new key is made: alerts spooled with the old key cannot be read; they are "
+              "dropped and reported to the SIEM as unreadable (spool_overflow)", path,
+              len(material) if len(material) <= KEY_LEN else "more", KEY_LEN, aside.name)
+    return None
 
 
 def _has_records(directory: Path) -> bool:

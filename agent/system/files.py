@@ -11,12 +11,12 @@ _BINARY = getattr(os, "O_BINARY", 0)
 
 def write_private(path: Path, data: bytes, exclusive: bool = False, durable: bool = True) -> None:
     """Write ``data`` to ``path`` readable by the user only (0600), atomically: a temp file
-    (``.<name>.<pid>.<random>.tmp``) renamed over ``path``; ``durable`` also fsyncs the file and
-    the folder (not worth a disk flush for a status a reboot makes stale anyway). With
-    ``exclusive`` the file is created in place and must not exist yet."""
-    target = path if exclusive else \
-        path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o600)
+    (``.<name>.<pid>.<random>.tmp``) renamed over ``path``, or with ``exclusive`` linked to it,
+    which fails (``FileExistsError``) if ``path`` exists. Either way ``path`` never holds part of
+    ``data``, even when the disk fills or the process dies midway. ``durable`` also fsyncs the
+    file and the folder (not worth a disk flush for a status a reboot makes stale anyway)."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _BINARY, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
             if os.name == "posix":
@@ -25,12 +25,12 @@ def write_private(path: Path, data: bytes, exclusive: bool = False, durable: boo
             f.flush()
             if durable:
                 os.fsync(f.fileno())
-        if not exclusive:
-            os.replace(target, path)
-    except BaseException:
-        if not exclusive:
-            target.unlink(missing_ok=True)
-        raise
+        if exclusive:
+            os.link(temp, path)
+        else:
+            os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
     if durable:
         fsync_directory(path.parent)
 
