@@ -1,6 +1,8 @@
 """Loaders: the datasets' own formats in, Event streams out; bad input named, skipped, counted."""
 
 import logging
+import threading
+import time
 
 import pytest
 
@@ -195,6 +197,78 @@ def test_live_callbacks_stamp_events_with_a_fine_grained_monotonic_clock(monkeyp
     source.keyboard_attached()
     times = [source.queue.get_nowait().t_ns for _ in range(6)]
     assert times == [1000, 2000, 3000, 4000, 5000, 6000]
+
+
+def test_held_keys_are_forgotten_by_the_hook_thread_whatever_it_is_doing():
+    """The worker asks the hooks to forget the held keys (a lock, an unlock, a pause) while
+    the hook thread pairs a release that matches no held key (a shifted key released as
+    another): no key callback fails (a failure's KeyError would be the key itself), and the
+    next press of a key held before is a new press, not auto-repeat."""
+    import sys
+
+    from pynput.keyboard import Key, KeyCode
+
+    from agent.sources.live import LiveSource
+
+    source = LiveSource(maxsize=10)
+    failures: list[str] = []
+    done = threading.Event()
+
+    def hooks():
+        keys = [KeyCode.from_char(c) for c in "!@#$%^&*"] + [Key.enter, Key.tab]
+        released = [KeyCode.from_char(c) for c in "12345678"] + [Key.space, Key.backspace]
+        while not done.is_set():
+            try:
+                for press, release in zip(keys, released):
+                    source.on_press(press)
+                    source.on_press(Key.shift)
+                    source.on_release(release)
+            except Exception as exc:  # noqa: BLE001 - what pynput would see
+                failures.append(type(exc).__name__)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    thread = threading.Thread(target=hooks)
+    try:
+        thread.start()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            source.forget_held_keys()
+    finally:
+        done.set()
+        thread.join(10)
+        sys.setswitchinterval(switch)
+    assert failures == [] and source.key_errors == 0
+    while not source.queue.empty():
+        source.queue.get_nowait()
+    source.maxsize = 100
+    source.on_press(KeyCode.from_char("a"))
+    source.forget_held_keys()
+    source.on_press(KeyCode.from_char("a"))
+    first, again = source.queue.get_nowait(), source.queue.get_nowait()
+    assert not again.repeat and again.press_id != first.press_id
+
+
+def test_a_key_callback_that_fails_says_so_without_the_key(caplog):
+    """Whatever fails inside a key callback stays there: the key is skipped and counted, the
+    first failure is logged by its kind only (a KeyError's message is the key), and pynput,
+    which would log the message and stop the listener, never sees it."""
+    from pynput.keyboard import KeyCode
+
+    from agent.sources.live import LiveSource
+
+    source = LiveSource()
+
+    def fails(ident, cls):
+        raise KeyError(("char", "SECRET-q"))
+
+    source._tracker.press_identified = fails
+    with caplog.at_level(logging.DEBUG):
+        source.on_press(KeyCode.from_char("q"))
+        source.on_press(KeyCode.from_char("q"))
+    assert source.key_errors == 2 and source.queue.empty()
+    assert "KeyError" in caplog.text and caplog.text.count("could not be handled") == 1
+    assert "SECRET" not in caplog.text and "'q'" not in caplog.text
 
 
 def test_live_callbacks_build_the_events_the_pipeline_expects():

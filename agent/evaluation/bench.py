@@ -637,7 +637,7 @@ def _synthetic_source_class():
             self._thread: threading.Thread | None = None
 
         def start(self) -> None:
-            self._tracker.reset()
+            self.forget_held_keys()
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._generate, daemon=True,
                                                 name="bench-input")

@@ -10,6 +10,7 @@ low-level hook is silently removed by the OS). One pipeline worker consumes the 
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -18,6 +19,7 @@ from agent.events import Button, Event, KeyClass, Kind
 from agent.keymap import KeyTracker, identify
 from agent.sources.keyboards import start_watch
 
+log = logging.getLogger(__name__)
 _BUTTONS = {"left": Button.LEFT, "right": Button.RIGHT, "middle": Button.MIDDLE}
 _new = tuple.__new__
 START_TIMEOUT_S = 5.0
@@ -76,9 +78,11 @@ class LiveSource:
         self.maxsize = maxsize
         self.dropped = 0
         self.keys_seen = 0
+        self.key_errors = 0
         self.timer = CallbackTimer()
         self.want_mouse = mouse
         self._tracker = KeyTracker()
+        self._keys_lock = threading.Lock()  # the tracker: the hook thread's, and a forget's
         self._keyboard = None
         self._mouse = None
         self._attach_watch = None  # sees keyboards plugged in (agent.sources.keyboards)
@@ -96,13 +100,29 @@ class LiveSource:
         self.timer.add(time.perf_counter_ns() - started)
 
     # pynput's callbacks: the time is now. ---------------------------------------------------
+    # An exception must not reach pynput: it would log the message (a KeyError's is the key)
+    # and stop the listener.
     def on_press(self, key, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        self.key_down(clock_ns(), *identify(key), injected, started)
+        try:
+            self.key_down(clock_ns(), *identify(key), injected, started)
+        except Exception as exc:  # noqa: BLE001
+            self._key_failed(exc)
 
     def on_release(self, key, injected: bool = False) -> None:
         started = time.perf_counter_ns()
-        self.key_up(clock_ns(), *identify(key), injected, started)
+        try:
+            self.key_up(clock_ns(), *identify(key), injected, started)
+        except Exception as exc:  # noqa: BLE001
+            self._key_failed(exc)
+
+    def _key_failed(self, exc: Exception) -> None:
+        """A key the callback could not handle: skipped, counted, the first logged (the
+        exception's kind only, never its message)."""
+        self.key_errors += 1
+        if self.key_errors == 1:
+            log.error("a key event could not be handled (%s); it is skipped, and so are any "
+                      "more that fail", type(exc).__name__)
 
     def on_move(self, x, y, injected: bool = False) -> None:
         started = time.perf_counter_ns()
@@ -122,13 +142,15 @@ class LiveSource:
     # Events are built with tuple.__new__, Event's fields in order: the NamedTuple constructor is
     # a Python frame of its own, and a callback's cost is mostly its cold first steps.
     def key_down(self, t_ns: int, ident, cls: KeyClass, injected: bool, started: int) -> None:
-        cls, press_id, repeat = self._tracker.press_identified(ident, cls)
+        with self._keys_lock:
+            cls, press_id, repeat = self._tracker.press_identified(ident, cls)
         self.keys_seen += 1
         self._put(_new(Event, (t_ns, _DOWN, cls, press_id, 0.0, 0.0, _NO_BUTTON, bool(injected),
                                repeat)), started)
 
     def key_up(self, t_ns: int, ident, cls: KeyClass, injected: bool, started: int) -> None:
-        paired = self._tracker.release_identified(ident, cls)
+        with self._keys_lock:
+            paired = self._tracker.release_identified(ident, cls)
         if paired is not None:
             self._put(_new(Event, (t_ns, _UP, paired[0], paired[1], 0.0, 0.0, _NO_BUTTON,
                                    bool(injected), False)), started)
@@ -185,7 +207,7 @@ class LiveSource:
         from pynput import keyboard, mouse
         with self._lock:
             self._stop_listeners()
-            self._tracker.reset()
+            self.forget_held_keys()
             if keyboard.Listener.__module__ == "pynput.keyboard._xorg":
                 from agent.sources.xrecord import InputRecorder
                 # one reader for keys and pointer: it stands in both listeners' place
@@ -220,8 +242,10 @@ class LiveSource:
     def forget_held_keys(self) -> None:
         """Forget the keys held now (at a lock, an unlock or a pause): their releases may never
         come (Win+L's, Ctrl+Alt+Del's go to the secure desktop), and a key left held would
-        make the next press of it look like auto-repeat."""
-        self._tracker.reset()
+        make the next press of it look like auto-repeat. Under the tracker's lock: a reset
+        in the middle of the hook thread's pairing would make it fail."""
+        with self._keys_lock:
+            self._tracker.reset()
 
     def stop(self) -> None:
         with self._lock:

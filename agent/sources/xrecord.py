@@ -175,7 +175,9 @@ class InputRecorder:
                     del buffer[:size]
                 time.sleep(READ_S)  # let input gather in the socket: one wake-up for many
         except Exception as exc:  # noqa: BLE001 - ends the thread: the watchdog restarts it
-            self.error = str(exc) or type(exc).__name__
+            # our own messages only: another's may hold a key (a KeyError's is the key)
+            self.error = (str(exc) if isinstance(exc, (RecordError, OSError)) else "") \
+                or type(exc).__name__
         finally:
             self._close()
 
