@@ -47,7 +47,11 @@ def test_one_agent_per_session_and_the_second_names_the_first(tmp_path):
     from agent.system.instance import AlreadyRunning, InstanceLock
     first, second = InstanceLock(tmp_path / "run" / "agent.lock"), InstanceLock(
         tmp_path / "run" / "agent.lock")
+    (tmp_path / "run").mkdir(mode=0o700)
+    (tmp_path / "run" / "agent.lock").touch(mode=0o644)      # as an older version left it
     first.acquire()
+    if os.name == "posix":                  # 0600, as every file of the agent's
+        assert (tmp_path / "run" / "agent.lock").stat().st_mode & 0o777 == 0o600
     with pytest.raises(AlreadyRunning, match=rf"pid {os.getpid()}\)"):
         second.acquire()
     first.release()

@@ -33,7 +33,11 @@ class InstanceLock:
 
     def acquire(self) -> None:
         private_dir(self.path.parent)
-        f = open(self.path, "a+b")
+        # 0600 like every file of the agent's (it holds only a pid, in a 0700 folder)
+        f = os.fdopen(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND
+                              | getattr(os, "O_BINARY", 0), 0o600), "a+b")
+        if os.name == "posix":      # a lock file an older version made 0644
+            os.fchmod(f.fileno(), 0o600)
         try:
             if sys.platform == "win32":  # pragma: no cover
                 import msvcrt
