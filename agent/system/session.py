@@ -12,25 +12,25 @@ Linux/X11
     both the keyboard and the pointer, with no application's menu on top (i3lock, xsecurelock,
     xscreensaver, slock, light-locker, the GNOME, KDE, Cinnamon, MATE and Xfce lockers all take
     both), so our own ``XGrabKeyboard`` on the root window returns ``AlreadyGrabbed`` (or
-    ``GrabFrozen``), and so does ``XGrabPointer``; when our grab succeeds we release it at
-    once. The pointer is tried only while the keyboard is held by someone else (an idle
-    desktop never sees our pointer grab). A keyboard grab alone is an application's: a
-    remote-desktop client or VM viewer in fullscreen takes the keyboard so that Alt+Tab reaches the remote machine, and leaves the
-    pointer free; that reads as unlocked (the typing into it is the user's, and scored) unless
-    logind or the desktop's screen saver says the session is locked. The X server's own screen
-    saver being *on* is reported by :func:`screensaver_active` but is not counted as locked: the
-    built-in saver only blanks, the next mouse move wakes it without a password (``xset s
-    activate`` and a generic ``xdg-screensaver`` do just that). A real locker started by the saver
-    (xss-lock + i3lock, xscreensaver, light-locker) holds the grabs, and that is what we check.
-    Both grabs are also an open menu's or a drag's: with an override-redirect window on top
-    whose ``_NET_WM_WINDOW_TYPE`` says menu, combo box or drag icon (as GTK and Qt set it),
-    they count as locked only if logind or the desktop's screen saver says so. Else an impostor
-    could open a menu, wait for a lock check and close it: that "unlock" would restore full
-    trust and end a verdict's hold. Known false positive: a VM viewer that has captured the
-    pointer too reads as locked while it holds both grabs. Side effect: our
-    pointer grab sends the window under the pointer a LeaveNotify and an EnterNotify (mode
-    NotifyGrab/NotifyUngrab); some viewers (spice-gtk, gtk-vnc) let go of the keyboard on the
-    first and take it back on the second, a few ms apart. It happens only at the idle lock
+    ``GrabFrozen``), and so does ``XGrabPointer``; when our grab succeeds we release it at once.
+    The pointer is tried only while the keyboard is held by someone else (an idle desktop never
+    sees our pointer grab). A keyboard grab alone is an application's: a remote-desktop client
+    or VM viewer in fullscreen takes the keyboard so that Alt+Tab reaches the remote machine,
+    and leaves the pointer free; that reads as unlocked (the typing into it is the user's, and
+    scored) unless logind or the desktop's screen saver says the session is locked. The X
+    server's own screen saver being *on* is reported by :func:`screensaver_active` but is not
+    counted as locked: the built-in saver only blanks, the next mouse move wakes it without a
+    password (``xset s activate`` and a generic ``xdg-screensaver`` do just that). A real locker
+    started by the saver (xss-lock + i3lock, xscreensaver, light-locker) holds the grabs, and
+    that is what we check. Both grabs are also an open menu's or a drag's: with an
+    override-redirect window on top whose ``_NET_WM_WINDOW_TYPE`` says menu, combo box or drag
+    icon (as GTK and Qt set it), they count as locked only if logind or the desktop's screen
+    saver says so. Else an impostor could open a menu, wait for a lock check and close it: that
+    "unlock" would restore full trust and end a verdict's hold. Known false positive: a VM
+    viewer that has captured the pointer too reads as locked while it holds both grabs. Side
+    effect: our pointer grab sends the window under the pointer a LeaveNotify and an EnterNotify
+    (mode NotifyGrab/NotifyUngrab); some viewers (spice-gtk, gtk-vnc) let go of the keyboard on
+    the first and take it back on the second, a few ms apart. It happens only at the idle lock
     checks (5 s after input stops, then at doubling intervals up to a minute).
 Linux/Wayland
     X grabs and XWayland's idle counter do not see native clients, so the answers come from
@@ -288,8 +288,8 @@ def _dbus_call(dest: str, path: str, method: str, *args: str) -> str | None:
     env = dbus_env()
     if env is None or shutil.which("dbus-send") is None:
         return None
-    done = _run(["dbus-send", "--session", "--print-reply", "--reply-timeout=1500", f"--dest={dest}",
-                 path, method, *args], env=env)
+    done = _run(["dbus-send", "--session", "--print-reply", "--reply-timeout=1500",
+                 f"--dest={dest}", path, method, *args], env=env)
     if done is None or done.returncode != 0:
         return None
     return done.stdout
